@@ -1,0 +1,184 @@
+//! The `MetricsSampler` actor: on a tick, samples every actor's mailbox and
+//! state, asks each store for a health probe and a pool sample, and publishes
+//! the result as gauges, as gRPC health statuses, and as the report behind
+//! `/health/actors`.
+//!
+//! Per-request counters never pass through here: they are atomics updated on
+//! the request path. This actor only does what needs sampling.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use actix::{
+    Actor, ActorFutureExt as _, AsyncContext as _, Context, Handler, Message, Supervised,
+    Supervisor, WrapFuture as _,
+};
+use serde::Serialize;
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use super::{
+    ActorClient, ActorSnapshot, ActorState, ActorStats, CheckHealth, PoolSample, Traced,
+    session_store::SessionStore, user_store::UserStore,
+};
+use crate::{error::Dependency, telemetry::metrics::Metrics};
+
+pub const NAME: &str = "Metrics";
+
+/// The gRPC health service name covering the whole API.
+pub const GRPC_SERVICE: &str = "userService.UserService";
+
+/// What `/health/actors` returns.
+#[derive(Debug, Clone, Serialize, actix::MessageResponse)]
+pub struct ActorReport {
+    pub actors: Vec<ActorSnapshot>,
+    /// Dependency status as of the last sample (`true` = answered).
+    pub dependencies: BTreeMap<Dependency, DependencyStatus>,
+    pub sampled_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DependencyStatus {
+    pub up: bool,
+    pub error: Option<String>,
+}
+
+/// Returns the latest report (actor states are read live).
+pub struct GetActorReport;
+impl Message for GetActorReport {
+    type Result = ActorReport;
+}
+
+pub struct MetricsSampler {
+    interval: Duration,
+    actors: Vec<Arc<ActorStats>>,
+    users: ActorClient<UserStore>,
+    sessions: ActorClient<SessionStore>,
+    health: HealthReporter,
+    metrics: Metrics,
+    stats: Arc<ActorStats>,
+    dependencies: BTreeMap<Dependency, DependencyStatus>,
+    sampled_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl MetricsSampler {
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        interval: Duration,
+        actors: Vec<Arc<ActorStats>>,
+        users: ActorClient<UserStore>,
+        sessions: ActorClient<SessionStore>,
+        health: HealthReporter,
+        metrics: Metrics,
+        stats: Arc<ActorStats>,
+    ) -> ActorClient<Self> {
+        let sampler = Self {
+            interval,
+            actors,
+            users,
+            sessions,
+            health,
+            metrics,
+            stats: Arc::clone(&stats),
+            dependencies: BTreeMap::new(),
+            sampled_at: None,
+        };
+        let addr = Supervisor::start(move |_| sampler);
+        ActorClient::new(addr, stats)
+    }
+
+    fn sample(&mut self, ctx: &mut Context<Self>) {
+        for stats in self.actors.iter().chain(std::iter::once(&self.stats)) {
+            let snap = stats.snapshot();
+            let label = [snap.name];
+            self.metrics.actor_mailbox_queued.with_label_values(&label).set(snap.queued as i64);
+            self.metrics.actor_in_flight.with_label_values(&label).set(snap.in_flight as i64);
+        }
+        let users = self.users.clone();
+        let sessions = self.sessions.clone();
+        let probes = async move {
+            let (pg, redis) = tokio::join!(users.call(CheckHealth), sessions.call(CheckHealth));
+            [(Dependency::Postgres, pg), (Dependency::Redis, redis)]
+        };
+        ctx.spawn(probes.into_actor(self).map(|results, act, _| {
+            for (dependency, result) in results {
+                let (status, sample) = match result {
+                    Ok((Ok(()), sample)) => (DependencyStatus { up: true, error: None }, sample),
+                    Ok((Err(e), sample)) => {
+                        (DependencyStatus { up: false, error: Some(e.to_string()) }, sample)
+                    }
+                    Err(e) => (
+                        DependencyStatus { up: false, error: Some(e.to_string()) },
+                        PoolSample::default(),
+                    ),
+                };
+                act.record_pool(dependency, sample);
+                act.dependencies.insert(dependency, status);
+            }
+            act.sampled_at = Some(chrono::Utc::now());
+            act.publish_health();
+        }));
+    }
+
+    fn record_pool(&self, dependency: Dependency, sample: PoolSample) {
+        let pool = dependency.to_string();
+        let m = &self.metrics;
+        let in_use = sample.connections.saturating_sub(sample.idle);
+        m.pool_connections.with_label_values(&[pool.as_str(), "idle"]).set(sample.idle.into());
+        m.pool_connections.with_label_values(&[pool.as_str(), "in_use"]).set(in_use.into());
+        m.pool_max_connections.with_label_values(&[pool.as_str()]).set(sample.max_size.into());
+        m.pool_pending_gets
+            .with_label_values(&[pool.as_str()])
+            .set(i64::try_from(sample.pending_gets).unwrap_or(i64::MAX));
+        m.pool_timeouts
+            .with_label_values(&[pool.as_str()])
+            .set(i64::try_from(sample.timeouts).unwrap_or(i64::MAX));
+    }
+
+    /// Mirrors dependency status into grpc.health.v1: one entry per
+    /// dependency, and the API (plus "") serving only when all are up.
+    fn publish_health(&self) {
+        let reporter = self.health.clone();
+        let statuses: Vec<(String, bool)> =
+            self.dependencies.iter().map(|(d, s)| (d.to_string(), s.up)).collect();
+        let all_up = statuses.iter().all(|(_, up)| *up);
+        actix::spawn(async move {
+            let status =
+                |up: bool| if up { ServingStatus::Serving } else { ServingStatus::NotServing };
+            for (name, up) in statuses {
+                reporter.set_service_status(name, status(up)).await;
+            }
+            reporter.set_service_status(GRPC_SERVICE, status(all_up)).await;
+            reporter.set_service_status("", status(all_up)).await;
+        });
+    }
+}
+
+impl Actor for MetricsSampler {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.stats.set_state(ActorState::Running);
+        self.sample(ctx);
+        ctx.run_interval(self.interval, |act, ctx| act.sample(ctx));
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.stats.set_state(ActorState::Stopped);
+    }
+}
+
+impl Supervised for MetricsSampler {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        self.stats.record_restart();
+    }
+}
+
+impl Handler<Traced<GetActorReport>> for MetricsSampler {
+    type Result = ActorReport;
+
+    fn handle(&mut self, msg: Traced<GetActorReport>, _ctx: &mut Self::Context) -> Self::Result {
+        let (GetActorReport, _span, _ticket) = msg.open();
+        let actors =
+            self.actors.iter().chain(std::iter::once(&self.stats)).map(|s| s.snapshot()).collect();
+        ActorReport { actors, dependencies: self.dependencies.clone(), sampled_at: self.sampled_at }
+    }
+}

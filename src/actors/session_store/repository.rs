@@ -1,0 +1,247 @@
+//! `RedisSessionRepository`: sessions, the user cache and login-failure
+//! counters in Redis, usable without an actor. Keys (all under the configured
+//! prefix):
+//!
+//! - `session:<digest of id>` → user id, expires with the session
+//! - `user:<uuid>` → cached user (JSON, no password material)
+//! - `login_failures:<digest of email>` → failures in the current window
+
+use std::time::Duration;
+
+use bb8_redis::{
+    RedisConnectionManager,
+    bb8::{self, Pool, PooledConnection},
+    redis::{self, AsyncCommands as _, ErrorKind, RedisError},
+};
+use tracing::Instrument as _;
+
+use crate::{
+    config::RedisSettings,
+    domain::{Email, SessionId, User, UserId},
+    error::{Dependency, DependencyError},
+};
+
+pub type RedisPool = Pool<RedisConnectionManager>;
+
+const REDIS: Dependency = Dependency::Redis;
+
+/// Lifetimes and limits the repository applies.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionPolicy {
+    pub session_ttl: Duration,
+    pub user_cache_ttl: Duration,
+    pub max_login_failures: u32,
+    pub failure_window: Duration,
+}
+
+/// Builds the pool without connecting (the service starts while Redis is
+/// down). Invalid URLs were rejected when the settings loaded.
+pub fn build_pool(settings: &RedisSettings) -> Result<RedisPool, DependencyError> {
+    let manager = RedisConnectionManager::new(settings.url.expose())
+        .map_err(|e| DependencyError::rejected(REDIS, "configure", e))?;
+    Ok(Pool::builder()
+        .max_size(settings.pool_max_size)
+        .connection_timeout(settings.connect_timeout())
+        .retry_connection(false)
+        // bb8-redis never reports a broken connection, so each checkout is
+        // validated with a PING; a dead multiplexed connection is replaced
+        // instead of failing every command routed to it.
+        .test_on_check_out(true)
+        .build_unchecked(manager))
+}
+
+/// A session looked up by id, with the cached user when there is one.
+#[derive(Debug, Clone)]
+pub struct ResolvedSession {
+    pub user_id: UserId,
+    pub cached_user: Option<User>,
+}
+
+#[derive(Clone)]
+pub struct RedisSessionRepository {
+    pool: RedisPool,
+    prefix: String,
+    policy: SessionPolicy,
+}
+
+impl RedisSessionRepository {
+    pub fn new(pool: RedisPool, prefix: String, policy: SessionPolicy) -> Self {
+        Self { pool, prefix, policy }
+    }
+
+    pub fn pool(&self) -> &RedisPool {
+        &self.pool
+    }
+
+    fn session_key(&self, id: &SessionId) -> String {
+        format!("{}session:{}", self.prefix, id.storage_key())
+    }
+
+    fn user_key(&self, id: UserId) -> String {
+        format!("{}user:{id}", self.prefix)
+    }
+
+    fn failures_key(&self, email: &Email) -> String {
+        format!("{}login_failures:{}", self.prefix, email.storage_key())
+    }
+
+    pub async fn create_session(&self, user: UserId) -> Result<SessionId, DependencyError> {
+        let id = SessionId::generate()
+            .map_err(|e| DependencyError::rejected(REDIS, "create_session", format!("rng: {e}")))?;
+        let key = self.session_key(&id);
+        let ttl = self.policy.session_ttl.as_secs();
+        let stored: bool = self
+            .run("create_session", async |conn| {
+                // NX: never overwrite, however unlikely a 256-bit collision is.
+                let reply: Option<String> = redis::cmd("SET")
+                    .arg(&key)
+                    .arg(user.to_string())
+                    .arg("EX")
+                    .arg(ttl)
+                    .arg("NX")
+                    .query_async(conn)
+                    .await?;
+                Ok(reply.is_some())
+            })
+            .await?;
+        if stored {
+            Ok(id)
+        } else {
+            Err(DependencyError::rejected(REDIS, "create_session", "session id collision"))
+        }
+    }
+
+    /// The session's user, with the cached copy of that user if present.
+    pub async fn resolve_session(
+        &self,
+        id: &SessionId,
+    ) -> Result<Option<ResolvedSession>, DependencyError> {
+        let key = self.session_key(id);
+        let user_id: Option<String> =
+            self.run("get_session", async |conn| conn.get(&key).await).await?;
+        let Some(user_id) = user_id else { return Ok(None) };
+        let user_id = UserId::parse(&user_id).map_err(|_| {
+            DependencyError::rejected(REDIS, "get_session", "malformed session value")
+        })?;
+        let cached_user = self.cached_user(user_id).await?;
+        Ok(Some(ResolvedSession { user_id, cached_user }))
+    }
+
+    /// Ends a session; `false` if there was none.
+    pub async fn delete_session(&self, id: &SessionId) -> Result<bool, DependencyError> {
+        let key = self.session_key(id);
+        let deleted: u32 = self.run("delete_session", async |conn| conn.del(&key).await).await?;
+        Ok(deleted > 0)
+    }
+
+    pub async fn cached_user(&self, id: UserId) -> Result<Option<User>, DependencyError> {
+        let key = self.user_key(id);
+        let json: Option<String> =
+            self.run("get_cached_user", async |conn| conn.get(&key).await).await?;
+        // An undecodable entry (older format) is a miss, not an error.
+        Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
+    }
+
+    pub async fn cache_user(&self, user: &User) -> Result<(), DependencyError> {
+        let key = self.user_key(user.id);
+        let json = serde_json::to_string(user)
+            .map_err(|e| DependencyError::rejected(REDIS, "cache_user", e))?;
+        let ttl = self.policy.user_cache_ttl.as_secs();
+        self.run("cache_user", async |conn| conn.set_ex::<_, _, ()>(&key, json, ttl).await).await
+    }
+
+    pub async fn invalidate_user(&self, id: UserId) -> Result<(), DependencyError> {
+        let key = self.user_key(id);
+        self.run("invalidate_user", async |conn| conn.del::<_, ()>(&key).await).await
+    }
+
+    /// `Some(retry_after)` when the account has used up its failed logins.
+    pub async fn login_block(&self, email: &Email) -> Result<Option<Duration>, DependencyError> {
+        let key = self.failures_key(email);
+        let (count, ttl): (Option<u32>, i64) = self
+            .run("get_login_failures", async |conn| {
+                redis::pipe().get(&key).ttl(&key).query_async(conn).await
+            })
+            .await?;
+        let blocked = count.unwrap_or(0) >= self.policy.max_login_failures;
+        // TTL is -1 without expiry and -2 when gone: retry in a second.
+        Ok(blocked.then(|| Duration::from_secs(u64::try_from(ttl).unwrap_or(1).max(1))))
+    }
+
+    /// Counts a failed login in the account's window (which starts at the
+    /// first failure); returns the failures so far.
+    pub async fn record_login_failure(&self, email: &Email) -> Result<u32, DependencyError> {
+        let key = self.failures_key(email);
+        let window = self.policy.failure_window.as_secs();
+        let (count,): (u32,) = self
+            .run("record_login_failure", async |conn| {
+                redis::pipe()
+                    .atomic()
+                    .cmd("SET")
+                    .arg(&key)
+                    .arg(0)
+                    .arg("EX")
+                    .arg(window)
+                    .arg("NX")
+                    .ignore()
+                    .incr(&key, 1)
+                    .query_async(conn)
+                    .await
+            })
+            .await?;
+        Ok(count)
+    }
+
+    pub async fn clear_login_failures(&self, email: &Email) -> Result<(), DependencyError> {
+        let key = self.failures_key(email);
+        self.run("clear_login_failures", async |conn| conn.del::<_, ()>(&key).await).await
+    }
+
+    pub async fn ping(&self) -> Result<(), DependencyError> {
+        self.run("ping", async |conn| redis::cmd("PING").query_async::<String>(conn).await)
+            .await
+            .map(drop)
+    }
+
+    async fn run<T>(
+        &self,
+        operation: &'static str,
+        command: impl AsyncFnOnce(&mut redis::aio::MultiplexedConnection) -> Result<T, RedisError>,
+    ) -> Result<T, DependencyError> {
+        let span = tracing::info_span!(
+            "db.query",
+            otel.name = %format_args!("redis {operation}"),
+            otel.kind = "client",
+            db.system = "redis",
+            db.operation = operation,
+        );
+        async {
+            let mut conn: PooledConnection<'_, RedisConnectionManager> =
+                self.pool.get().await.map_err(|e| match e {
+                    bb8::RunError::TimedOut => DependencyError::outage(
+                        REDIS,
+                        operation,
+                        "timed out waiting for a pooled connection",
+                    ),
+                    bb8::RunError::User(e) => {
+                        DependencyError::outage(REDIS, operation, format!("cannot connect: {e}"))
+                    }
+                })?;
+            // The redis client bounds each command (500 ms response timeout).
+            command(&mut conn).await.map_err(|e| classify(operation, e))
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+fn classify(operation: &'static str, err: RedisError) -> DependencyError {
+    match err.kind() {
+        // Our commands and replies are fixed; a mismatch is a bug.
+        ErrorKind::UnexpectedReturnType | ErrorKind::Parse => {
+            DependencyError::rejected(REDIS, operation, err)
+        }
+        // I/O, timeouts, LOADING, READONLY, auth changes...: Redis trouble.
+        _ => DependencyError::outage(REDIS, operation, err),
+    }
+}

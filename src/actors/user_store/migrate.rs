@@ -1,0 +1,134 @@
+//! Schema bootstrap: create the database if asked to, then apply the embedded
+//! migrations under a Postgres advisory lock so replicas starting together
+//! take turns instead of racing.
+//!
+//! Blocking by design (diesel's migration harness is synchronous): call it
+//! from a thread that is not running an async runtime. The
+//! `AsyncConnectionWrapper` then drives the async connection on a runtime of
+//! its own (DEPENDENCIES.md §4).
+
+use diesel::{Connection as _, RunQueryDsl as _, sql_types::BigInt};
+use diesel_async::{AsyncPgConnection, async_connection_wrapper::AsyncConnectionWrapper};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness as _, embed_migrations};
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+/// Advisory lock key for migrations: the bytes of "authmigr".
+const MIGRATION_LOCK: i64 = 0x6175_7468_6d69_6772;
+
+type SyncPg = AsyncConnectionWrapper<AsyncPgConnection>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("cannot connect to postgres: {0}")]
+    Connect(String),
+    #[error(
+        "database {database:?} does not exist; create it (createdb {database}) or set AUTH__POSTGRES__CREATE_DATABASE=true"
+    )]
+    MissingDatabase { database: String },
+    #[error("cannot create database {database:?}: {reason}")]
+    CreateDatabase { database: String, reason: String },
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+/// Ensures the database exists and its schema is current. Returns the
+/// versions of the migrations it applied (empty when already current).
+pub fn prepare_database(url: &str, create_database: bool) -> Result<Vec<String>, BootstrapError> {
+    let mut conn = match SyncPg::establish(url) {
+        Ok(conn) => conn,
+        Err(err) if is_missing_database(&err.to_string()) => {
+            let (maintenance_url, database) = split_database(url);
+            if !create_database {
+                return Err(BootstrapError::MissingDatabase { database });
+            }
+            create(&maintenance_url, &database)?;
+            SyncPg::establish(url).map_err(|e| BootstrapError::Connect(e.to_string()))?
+        }
+        Err(err) => return Err(BootstrapError::Connect(err.to_string())),
+    };
+
+    diesel::sql_query("SELECT pg_advisory_lock($1)")
+        .bind::<BigInt, _>(MIGRATION_LOCK)
+        .execute(&mut conn)
+        .map_err(|e| BootstrapError::Migration(format!("taking the migration lock: {e}")))?;
+    let applied = conn
+        .run_pending_migrations(MIGRATIONS)
+        .map(|versions| versions.iter().map(ToString::to_string).collect())
+        .map_err(|e| BootstrapError::Migration(e.to_string()));
+    // Closing the connection would release the lock too; unlock explicitly
+    // so a pooled or long-lived caller never holds it.
+    let _ = diesel::sql_query("SELECT pg_advisory_unlock($1)")
+        .bind::<BigInt, _>(MIGRATION_LOCK)
+        .execute(&mut conn);
+    applied
+}
+
+fn create(maintenance_url: &str, database: &str) -> Result<(), BootstrapError> {
+    let failed =
+        |reason: String| BootstrapError::CreateDatabase { database: database.to_owned(), reason };
+    let mut conn = SyncPg::establish(maintenance_url).map_err(|e| failed(e.to_string()))?;
+    let statement = format!("CREATE DATABASE {}", quote_identifier(database));
+    match diesel::sql_query(statement).execute(&mut conn) {
+        Ok(_) => {
+            tracing::info!(database, "created database");
+            Ok(())
+        }
+        // Another replica created it between our connect and our CREATE.
+        Err(e) if e.to_string().contains("already exists") => Ok(()),
+        Err(e) => Err(failed(e.to_string())),
+    }
+}
+
+fn is_missing_database(message: &str) -> bool {
+    message.contains("database") && message.contains("does not exist")
+}
+
+/// Splits `postgres://h/db?x` into (`postgres://h/postgres?x`, `db`).
+pub fn split_database(url: &str) -> (String, String) {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let after_scheme = base.find("://").map_or(0, |i| i + 3);
+    let (server, database) = match base[after_scheme..].find('/').map(|i| after_scheme + i) {
+        Some(slash) if slash + 1 < base.len() => (&base[..slash], &base[slash + 1..]),
+        Some(slash) => (&base[..slash], "postgres"),
+        None => (base, "postgres"),
+    };
+    let maintenance = match query {
+        Some(q) => format!("{server}/postgres?{q}"),
+        None => format!("{server}/postgres"),
+    };
+    (maintenance, database.to_owned())
+}
+
+pub fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_the_database_off_the_url() {
+        assert_eq!(
+            split_database("postgres://u:p@h:5432/auth_db"),
+            ("postgres://u:p@h:5432/postgres".into(), "auth_db".into())
+        );
+        assert_eq!(
+            split_database("postgres://h/auth_db?sslmode=require"),
+            ("postgres://h/postgres?sslmode=require".into(), "auth_db".into())
+        );
+        assert_eq!(
+            split_database("postgres://h"),
+            ("postgres://h/postgres".into(), "postgres".into())
+        );
+    }
+
+    #[test]
+    fn quotes_identifiers() {
+        assert_eq!(quote_identifier("a\"b"), "\"a\"\"b\"");
+    }
+}

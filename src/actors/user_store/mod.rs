@@ -1,0 +1,250 @@
+//! The `UserStore` actor: owns the Postgres pool and the schema bootstrap.
+//!
+//! Handlers return futures the actor context runs concurrently, so a slow
+//! query never holds the actor; the pool size bounds work in flight. After
+//! repeated outages the actor stops itself and its supervisor restarts it
+//! with a fresh pool and a re-checked schema (with backoff).
+
+pub mod migrate;
+pub mod repository;
+pub mod schema;
+
+use std::{sync::Arc, time::Duration};
+
+use actix::{
+    Actor, ActorFutureExt as _, AsyncContext as _, Context, Handler, Message, ResponseActFuture,
+    Supervised, Supervisor, WrapFuture as _,
+};
+
+pub use repository::{CreateUserError, PgPool, PgUserRepository};
+
+use super::{
+    ActorClient, ActorState, ActorStats, RestartPolicy, Traced,
+    store::{CheckHealth, Outage, PoolSample, Store, StoreHealth},
+};
+use crate::{
+    config::{ActorSettings, PostgresSettings},
+    domain::{Email, NewUser, PasswordHash, User, UserCredentials, UserId},
+    error::{Dependency, DependencyError},
+};
+
+pub const NAME: &str = "UserStore";
+
+/// Insert a new account; `EmailTaken` if the address is registered.
+pub struct CreateUser(pub NewUser);
+impl Message for CreateUser {
+    type Result = Result<User, CreateUserError>;
+}
+
+pub struct FindUserById(pub UserId);
+impl Message for FindUserById {
+    type Result = Result<Option<User>, DependencyError>;
+}
+
+pub struct FindUserByEmail(pub Email);
+impl Message for FindUserByEmail {
+    type Result = Result<Option<User>, DependencyError>;
+}
+
+/// The account and its password hash, for login only.
+pub struct FindCredentials(pub Email);
+impl Message for FindCredentials {
+    type Result = Result<Option<UserCredentials>, DependencyError>;
+}
+
+/// Compare-and-set of a password hash (upgrade to current argon2id cost).
+pub struct ReplacePasswordHash {
+    pub id: UserId,
+    pub old: PasswordHash,
+    pub new: PasswordHash,
+}
+impl Message for ReplacePasswordHash {
+    type Result = Result<bool, DependencyError>;
+}
+
+impl Outage for CreateUserError {
+    fn is_outage(&self) -> bool {
+        matches!(self, Self::Dependency(e) if e.outage)
+    }
+}
+
+pub struct UserStore {
+    settings: PostgresSettings,
+    repo: Option<PgUserRepository>,
+    bootstrap_attempts: u32,
+    max_backoff: Duration,
+    health: StoreHealth,
+}
+
+impl UserStore {
+    /// Starts the actor under a supervisor on its own arbiter thread, so its
+    /// I/O never competes with the gRPC or ops servers for a thread.
+    pub fn start(
+        settings: PostgresSettings,
+        actors: &ActorSettings,
+        stats: Arc<ActorStats>,
+    ) -> ActorClient<Self> {
+        let arbiter = actix::Arbiter::new();
+        let actor = Self {
+            settings,
+            repo: None,
+            bootstrap_attempts: 0,
+            max_backoff: Duration::from_secs(actors.restart_backoff_max_secs),
+            health: StoreHealth::new(Arc::clone(&stats), RestartPolicy::from_settings(actors)),
+        };
+        let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| actor);
+        ActorClient::new(addr, stats)
+    }
+
+    /// Applies migrations on a plain thread (the harness blocks), retrying
+    /// with exponential backoff until Postgres lets it.
+    fn bootstrap(&mut self, ctx: &mut Context<Self>) {
+        let url = self.settings.url.expose().to_owned();
+        let create = self.settings.create_database;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("pg-migrate".into())
+            .spawn(move || {
+                let _ = tx.send(migrate::prepare_database(&url, create));
+            })
+            .map_err(|e| tracing::error!(error = %e, "cannot spawn migration thread"))
+            .ok();
+        ctx.spawn(rx.into_actor(self).map(|result, act, ctx| {
+            let result = result.unwrap_or_else(|_| {
+                Err(migrate::BootstrapError::Migration("migration thread died".into()))
+            });
+            match result {
+                Ok(applied) => {
+                    tracing::info!(?applied, "postgres schema is current");
+                    act.bootstrap_attempts = 0;
+                    act.health.set_ready(true);
+                }
+                Err(err) => {
+                    // Logged once per outage, not once per retry.
+                    if act.bootstrap_attempts == 0 {
+                        tracing::warn!(error = %err, "postgres not ready; retrying in the background");
+                    }
+                    act.health.stats().record_error(err.to_string());
+                    act.health.stats().set_state(ActorState::Degraded);
+                    let delay = Duration::from_millis(250 << act.bootstrap_attempts.min(7))
+                        .min(act.max_backoff);
+                    act.bootstrap_attempts += 1;
+                    ctx.run_later(delay, |act, ctx| act.bootstrap(ctx));
+                }
+            }
+        }));
+    }
+}
+
+impl Store for UserStore {
+    const NAME: &'static str = NAME;
+    type Repo = PgUserRepository;
+
+    fn health(&mut self) -> &mut StoreHealth {
+        &mut self.health
+    }
+
+    /// The repository, once the schema is in place.
+    fn repo(&self, operation: &'static str) -> Result<PgUserRepository, DependencyError> {
+        match &self.repo {
+            Some(repo) if self.health.is_ready() => Ok(repo.clone()),
+            _ => Err(DependencyError::outage(
+                Dependency::Postgres,
+                operation,
+                "schema not ready (postgres unreachable or migrating)",
+            )),
+        }
+    }
+}
+
+impl Actor for UserStore {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.repo = Some(PgUserRepository::new(
+            repository::build_pool(&self.settings),
+            self.settings.query_timeout(),
+        ));
+        self.health.set_ready(false);
+        self.bootstrap(ctx);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.health.stats().set_state(ActorState::Stopped);
+    }
+}
+
+impl Supervised for UserStore {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        self.health.stats().record_restart();
+        // Dropping the pool closes every connection, stale ones included.
+        self.repo = None;
+        self.bootstrap_attempts = 0;
+    }
+}
+
+impl Handler<Traced<CreateUser>> for UserStore {
+    type Result = ResponseActFuture<Self, Result<User, CreateUserError>>;
+
+    fn handle(&mut self, msg: Traced<CreateUser>, _ctx: &mut Self::Context) -> Self::Result {
+        let (CreateUser(new), span, ticket) = msg.open();
+        self.run(span, ticket, "insert_user", async move |repo| repo.create(&new).await)
+    }
+}
+
+impl Handler<Traced<FindUserById>> for UserStore {
+    type Result = ResponseActFuture<Self, Result<Option<User>, DependencyError>>;
+
+    fn handle(&mut self, msg: Traced<FindUserById>, _ctx: &mut Self::Context) -> Self::Result {
+        let (FindUserById(id), span, ticket) = msg.open();
+        self.run(span, ticket, "select_user_by_id", async move |repo| repo.find_by_id(id).await)
+    }
+}
+
+impl Handler<Traced<FindUserByEmail>> for UserStore {
+    type Result = ResponseActFuture<Self, Result<Option<User>, DependencyError>>;
+
+    fn handle(&mut self, msg: Traced<FindUserByEmail>, _ctx: &mut Self::Context) -> Self::Result {
+        let (FindUserByEmail(email), span, ticket) = msg.open();
+        self.run(span, ticket, "select_user_by_email", async move |repo| {
+            Ok(repo.find_credentials_by_email(&email).await?.map(|c| c.user))
+        })
+    }
+}
+
+impl Handler<Traced<FindCredentials>> for UserStore {
+    type Result = ResponseActFuture<Self, Result<Option<UserCredentials>, DependencyError>>;
+
+    fn handle(&mut self, msg: Traced<FindCredentials>, _ctx: &mut Self::Context) -> Self::Result {
+        let (FindCredentials(email), span, ticket) = msg.open();
+        self.run(span, ticket, "select_user_by_email", async move |repo| {
+            repo.find_credentials_by_email(&email).await
+        })
+    }
+}
+
+impl Handler<Traced<ReplacePasswordHash>> for UserStore {
+    type Result = ResponseActFuture<Self, Result<bool, DependencyError>>;
+
+    fn handle(
+        &mut self,
+        msg: Traced<ReplacePasswordHash>,
+        _ctx: &mut Self::Context,
+    ) -> Self::Result {
+        let (ReplacePasswordHash { id, old, new }, span, ticket) = msg.open();
+        self.run(span, ticket, "update_password_hash", async move |repo| {
+            repo.replace_password_hash(id, &old, &new).await
+        })
+    }
+}
+
+impl Handler<Traced<CheckHealth>> for UserStore {
+    type Result = ResponseActFuture<Self, (Result<(), DependencyError>, PoolSample)>;
+
+    fn handle(&mut self, msg: Traced<CheckHealth>, _ctx: &mut Self::Context) -> Self::Result {
+        let (CheckHealth, span, ticket) = msg.open();
+        let sample = self.repo.as_ref().map(|r| PoolSample::of(r.pool())).unwrap_or_default();
+        let probe = self.run(span, ticket, "ping", async move |repo| repo.ping().await);
+        Box::pin(probe.map(move |result, _, _| (result, sample)))
+    }
+}

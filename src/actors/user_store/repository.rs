@@ -1,0 +1,356 @@
+//! `PgUserRepository`: the SQL of the user store, usable without an actor
+//! (the admin CLI uses it directly). Every statement has its own span and a
+//! client-side timeout, and every failure is classified as an outage (retry
+//! later: UNAVAILABLE) or a rejection (a bug: INTERNAL).
+
+use std::{io::Write as _, time::Duration};
+
+use chrono::{DateTime, Utc};
+use diesel::{
+    deserialize::{self, FromSql, FromSqlRow},
+    expression::AsExpression,
+    pg::{Pg, PgValue},
+    prelude::*,
+    result::{DatabaseErrorKind, Error as DieselError},
+    serialize::{self, IsNull, Output, ToSql},
+};
+use diesel_async::{
+    AsyncPgConnection, RunQueryDsl,
+    pooled_connection::{
+        AsyncDieselConnectionManager, ManagerConfig, PoolError, RecyclingMethod,
+        bb8::{Pool, PooledConnection},
+    },
+};
+use tracing::Instrument as _;
+use uuid::Uuid;
+
+use super::schema::{RoleType, users};
+use crate::{
+    config::PostgresSettings,
+    domain::{Email, NewUser, PasswordHash, Role, User, UserCredentials, UserId},
+    error::{Dependency, DependencyError},
+};
+
+diesel::define_sql_function! {
+    /// SQL `lower(text)`, matching the `users_email_lower_key` index.
+    #[sql_name = "lower"]
+    fn lower_text(x: diesel::sql_types::Text) -> diesel::sql_types::Text;
+}
+
+pub type PgPool = Pool<AsyncPgConnection>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateUserError {
+    #[error("email is already registered")]
+    EmailTaken,
+    #[error(transparent)]
+    Dependency(#[from] DependencyError),
+}
+
+#[derive(Debug, Clone, Copy, AsExpression, FromSqlRow)]
+#[diesel(sql_type = RoleType)]
+enum DbRole {
+    User,
+    Admin,
+}
+
+impl ToSql<RoleType, Pg> for DbRole {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, Pg>) -> serialize::Result {
+        out.write_all(match self {
+            Self::User => b"user",
+            Self::Admin => b"admin",
+        })?;
+        Ok(IsNull::No)
+    }
+}
+
+impl FromSql<RoleType, Pg> for DbRole {
+    fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
+        match bytes.as_bytes() {
+            b"user" => Ok(Self::User),
+            b"admin" => Ok(Self::Admin),
+            other => Err(format!("unknown role {:?}", String::from_utf8_lossy(other)).into()),
+        }
+    }
+}
+
+impl From<Role> for DbRole {
+    fn from(role: Role) -> Self {
+        match role {
+            Role::User => Self::User,
+            Role::Admin => Self::Admin,
+        }
+    }
+}
+
+impl From<DbRole> for Role {
+    fn from(role: DbRole) -> Self {
+        match role {
+            DbRole::User => Self::User,
+            DbRole::Admin => Self::Admin,
+        }
+    }
+}
+
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = users, check_for_backend(Pg))]
+struct UserRow {
+    user_id: Uuid,
+    first_name: String,
+    last_name: String,
+    email: String,
+    password: String,
+    role: DbRole,
+    avatar: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl UserRow {
+    fn into_credentials(self) -> UserCredentials {
+        UserCredentials {
+            password_hash: PasswordHash::new(self.password),
+            user: User {
+                id: UserId::from_uuid(self.user_id),
+                first_name: self.first_name,
+                last_name: self.last_name,
+                email: self.email,
+                role: self.role.into(),
+                // The Go service stored "" for "no avatar".
+                avatar: self.avatar.filter(|a| !a.is_empty()),
+                created_at: self.created_at,
+                updated_at: self.updated_at,
+            },
+        }
+    }
+
+    fn into_user(self) -> User {
+        self.into_credentials().user
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = users)]
+struct NewUserRow<'a> {
+    user_id: Uuid,
+    first_name: &'a str,
+    last_name: &'a str,
+    email: &'a str,
+    password: &'a str,
+    role: DbRole,
+    avatar: Option<&'a str>,
+}
+
+/// Builds the pool without connecting, so the service starts (not ready)
+/// while Postgres is down and connects once it is up.
+pub fn build_pool(settings: &PostgresSettings) -> PgPool {
+    let mut config = ManagerConfig::default();
+    // `Fast` only drops connections diesel saw break; a `SELECT 1` on every
+    // checkout would double the round-trips of every query.
+    config.recycling_method = RecyclingMethod::Fast;
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+        settings.url.expose(),
+        config,
+    );
+    Pool::builder()
+        .max_size(settings.pool_max_size)
+        .connection_timeout(settings.connect_timeout())
+        // Fail fast when Postgres refuses connections: the caller gets
+        // UNAVAILABLE now rather than after the whole timeout of retries.
+        .retry_connection(false)
+        // Let a replica shed idle connections after a burst.
+        .idle_timeout(Some(Duration::from_secs(300)))
+        .build_unchecked(manager)
+}
+
+#[derive(Clone)]
+pub struct PgUserRepository {
+    pool: PgPool,
+    query_timeout: Duration,
+}
+
+const PG: Dependency = Dependency::Postgres;
+
+impl PgUserRepository {
+    pub fn new(pool: PgPool, query_timeout: Duration) -> Self {
+        Self { pool, query_timeout }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn create(&self, new: &NewUser) -> Result<User, CreateUserError> {
+        let row = NewUserRow {
+            user_id: new.id.as_uuid(),
+            first_name: new.first_name.as_str(),
+            last_name: new.last_name.as_str(),
+            email: new.email.as_str(),
+            password: new.password_hash.expose(),
+            role: new.role.into(),
+            avatar: new.avatar.as_ref().map(|a| a.as_str()),
+        };
+        let result = self
+            .run("insert_user", async |conn| {
+                diesel::insert_into(users::table)
+                    .values(&row)
+                    .returning(UserRow::as_returning())
+                    .get_result(conn)
+                    .await
+            })
+            .await;
+        match result {
+            Ok(row) => Ok(row.into_user()),
+            // The unique index settles concurrent registrations of one email:
+            // exactly one insert wins, the others land here.
+            Err(Failure::Query(DieselError::DatabaseError(
+                DatabaseErrorKind::UniqueViolation,
+                _,
+            ))) => Err(CreateUserError::EmailTaken),
+            Err(other) => Err(other.classify("insert_user").into()),
+        }
+    }
+
+    pub async fn find_by_id(&self, id: UserId) -> Result<Option<User>, DependencyError> {
+        self.run("select_user_by_id", async |conn| {
+            users::table
+                .find(id.as_uuid())
+                .select(UserRow::as_select())
+                .first(conn)
+                .await
+                .optional()
+        })
+        .await
+        .map(|row| row.map(UserRow::into_user))
+        .map_err(|f| f.classify("select_user_by_id"))
+    }
+
+    /// Case-insensitive, served by the `lower(email)` unique index.
+    pub async fn find_credentials_by_email(
+        &self,
+        email: &Email,
+    ) -> Result<Option<UserCredentials>, DependencyError> {
+        self.run("select_user_by_email", async |conn| {
+            users::table
+                .filter(lower_text(users::email).eq(email.as_str()))
+                .select(UserRow::as_select())
+                .first(conn)
+                .await
+                .optional()
+        })
+        .await
+        .map(|row| row.map(UserRow::into_credentials))
+        .map_err(|f| f.classify("select_user_by_email"))
+    }
+
+    /// Replaces a password hash only if it is still `old`, so a rehash racing
+    /// a password change never undoes the change. Returns whether it replaced.
+    pub async fn replace_password_hash(
+        &self,
+        id: UserId,
+        old: &PasswordHash,
+        new: &PasswordHash,
+    ) -> Result<bool, DependencyError> {
+        self.run("update_password_hash", async |conn| {
+            diesel::update(
+                users::table
+                    .filter(users::user_id.eq(id.as_uuid()))
+                    .filter(users::password.eq(old.expose())),
+            )
+            .set(users::password.eq(new.expose()))
+            .execute(conn)
+            .await
+        })
+        .await
+        .map(|n| n == 1)
+        .map_err(|f| f.classify("update_password_hash"))
+    }
+
+    /// Makes the account with this email an admin; `None` if there is none.
+    pub async fn promote_to_admin(&self, email: &Email) -> Result<Option<User>, DependencyError> {
+        self.run("promote_user", async |conn| {
+            diesel::update(users::table.filter(lower_text(users::email).eq(email.as_str())))
+                .set(users::role.eq(DbRole::Admin))
+                .returning(UserRow::as_returning())
+                .get_result(conn)
+                .await
+                .optional()
+        })
+        .await
+        .map(|row| row.map(UserRow::into_user))
+        .map_err(|f| f.classify("promote_user"))
+    }
+
+    /// A round-trip proving Postgres answers and the schema is in place.
+    pub async fn ping(&self) -> Result<(), DependencyError> {
+        self.run("ping", async |conn| {
+            users::table.select(users::user_id).limit(0).load::<Uuid>(conn).await
+        })
+        .await
+        .map(drop)
+        .map_err(|f| f.classify("ping"))
+    }
+
+    /// Checks out a connection and runs `query` on it within a span named
+    /// after the statement and the configured timeout.
+    async fn run<T>(
+        &self,
+        statement: &'static str,
+        query: impl AsyncFnOnce(&mut AsyncPgConnection) -> QueryResult<T>,
+    ) -> Result<T, Failure> {
+        let span = tracing::info_span!(
+            "db.query",
+            otel.name = %format_args!("postgres {statement}"),
+            otel.kind = "client",
+            db.system = "postgresql",
+            db.operation = statement,
+        );
+        let work = async {
+            let mut conn: PooledConnection<'_, AsyncPgConnection> =
+                self.pool.get().await.map_err(Failure::Pool)?;
+            query(&mut conn).await.map_err(Failure::Query)
+        };
+        tokio::time::timeout(self.query_timeout, work)
+            .instrument(span)
+            .await
+            .map_err(|_| Failure::Timeout(self.query_timeout))?
+    }
+}
+
+enum Failure {
+    Pool(bb8::RunError<PoolError>),
+    Query(DieselError),
+    Timeout(Duration),
+}
+
+impl Failure {
+    fn classify(self, operation: &'static str) -> DependencyError {
+        match self {
+            Self::Pool(bb8::RunError::TimedOut) => {
+                DependencyError::outage(PG, operation, "timed out waiting for a pooled connection")
+            }
+            Self::Pool(bb8::RunError::User(e)) => {
+                DependencyError::outage(PG, operation, format!("cannot connect: {e}"))
+            }
+            Self::Timeout(after) => {
+                DependencyError::outage(PG, operation, format!("no answer within {after:?}"))
+            }
+            // Our statements are static and their inputs validated, so a
+            // constraint or decoding failure is a bug, not an outage.
+            Self::Query(
+                e @ (DieselError::DatabaseError(
+                    DatabaseErrorKind::CheckViolation
+                    | DatabaseErrorKind::NotNullViolation
+                    | DatabaseErrorKind::ForeignKeyViolation
+                    | DatabaseErrorKind::UniqueViolation,
+                    _,
+                )
+                | DieselError::DeserializationError(_)
+                | DieselError::SerializationError(_)),
+            ) => DependencyError::rejected(PG, operation, e),
+            // Anything else (connection closed, server shutting down, schema
+            // missing after a restore) clears up when Postgres does.
+            Self::Query(e) => DependencyError::outage(PG, operation, e),
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Command line: `serve` (the default), `migrate`, and `admin create`.
+
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    actors::{
+        password_hasher::Argon2Hasher,
+        session_store::{RedisSessionRepository, SessionPolicy, repository as session_repo},
+        user_store::{CreateUserError, PgUserRepository, migrate, repository as user_repo},
+    },
+    config::Settings,
+    domain::{Email, NewUser, Password, PersonName, Role, UserId},
+    error::DependencyError,
+};
+
+/// gRPC authentication service: register, log in with email and password
+/// (argon2id), sessions in Redis, users in PostgreSQL.
+///
+/// Configuration: config/default.toml (embedded), then config/$APP_ENV.toml
+/// (local, docker, production), then AUTH__SECTION__KEY environment variables,
+/// e.g. AUTH__GRPC__ADDR=0.0.0.0:5000, AUTH__POSTGRES__URL=postgres://...
+#[derive(Debug, Parser)]
+#[command(name = "auth-service", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC service and the ops HTTP server (the default).
+    Serve,
+    /// Create the database if needed, apply migrations, and exit.
+    Migrate,
+    /// Manage admin accounts.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create an admin account, or promote the existing account with that
+    /// email. The password of a new account is read from the
+    /// AUTH_ADMIN_PASSWORD environment variable or, if unset, from the first
+    /// line of standard input; never from an argument.
+    Create(AdminCreateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AdminCreateArgs {
+    /// Email of the admin account.
+    #[arg(long)]
+    pub email: String,
+    /// First name, for a new account.
+    #[arg(long, default_value = "Admin")]
+    pub first_name: String,
+    /// Last name, for a new account.
+    #[arg(long, default_value = "Admin")]
+    pub last_name: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Bootstrap(#[from] migrate::BootstrapError),
+    #[error(transparent)]
+    Dependency(#[from] DependencyError),
+    #[error("{0}")]
+    Input(String),
+    #[error("cannot start a runtime: {0}")]
+    Runtime(#[from] std::io::Error),
+}
+
+/// `auth-service migrate`: blocking, so run it before any async runtime.
+pub fn migrate(settings: &Settings) -> Result<String, CliError> {
+    let applied = migrate::prepare_database(
+        settings.postgres.url.expose(),
+        settings.postgres.create_database,
+    )?;
+    Ok(if applied.is_empty() {
+        "schema is current; nothing applied".to_owned()
+    } else {
+        format!("applied migrations: {}", applied.join(", "))
+    })
+}
+
+/// `auth-service admin create`.
+pub fn admin_create(settings: &Settings, args: AdminCreateArgs) -> Result<String, CliError> {
+    let email =
+        Email::parse(&args.email, "email").map_err(|e| CliError::Input(format!("--{e}")))?;
+    migrate(settings)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let users = PgUserRepository::new(
+            user_repo::build_pool(&settings.postgres),
+            settings.postgres.query_timeout(),
+        );
+        if let Some(user) = users.promote_to_admin(&email).await? {
+            forget_cached(settings, user.id).await;
+            return Ok(format!("promoted existing account {} to admin", user.id));
+        }
+
+        let password =
+            Password::parse_new(read_password()?).map_err(|e| CliError::Input(e.to_string()))?;
+        let hasher = Argon2Hasher::new(
+            settings.argon2.memory_kib,
+            settings.argon2.iterations,
+            settings.argon2.parallelism,
+        )
+        .map_err(|e| CliError::Input(format!("argon2 settings: {e}")))?;
+        let password_hash = hasher.hash(&password).map_err(|e| CliError::Input(e.to_string()))?;
+        let new = NewUser {
+            id: UserId::new_random(),
+            email: email.clone(),
+            first_name: PersonName::parse(&args.first_name, "first-name")
+                .map_err(|e| CliError::Input(format!("--{e}")))?,
+            last_name: PersonName::parse(&args.last_name, "last-name")
+                .map_err(|e| CliError::Input(format!("--{e}")))?,
+            role: Role::Admin,
+            avatar: None,
+            password_hash,
+        };
+        match users.create(&new).await {
+            Ok(user) => Ok(format!("created admin account {}", user.id)),
+            // Registered between our promote and our insert: promote it.
+            Err(CreateUserError::EmailTaken) => match users.promote_to_admin(&email).await? {
+                Some(user) => {
+                    forget_cached(settings, user.id).await;
+                    Ok(format!("promoted existing account {} to admin", user.id))
+                }
+                None => Err(CliError::Input("account vanished while promoting; retry".into())),
+            },
+            Err(CreateUserError::Dependency(e)) => Err(e.into()),
+        }
+    })
+}
+
+/// Drops the cached copy of a changed user, so its new role shows at once.
+async fn forget_cached(settings: &Settings, id: UserId) {
+    let pool = match session_repo::build_pool(&settings.redis) {
+        Ok(pool) => pool,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot reach redis to drop the cached user");
+            return;
+        }
+    };
+    let policy = SessionPolicy {
+        session_ttl: std::time::Duration::from_secs(settings.session.ttl_secs),
+        user_cache_ttl: std::time::Duration::from_secs(settings.user_cache.ttl_secs),
+        max_login_failures: settings.login.max_failures,
+        failure_window: std::time::Duration::from_secs(settings.login.window_secs),
+    };
+    let repo = RedisSessionRepository::new(pool, settings.redis.key_prefix.clone(), policy);
+    if let Err(e) = repo.invalidate_user(id).await {
+        let _ = writeln!(
+            std::io::stderr(),
+            "warning: could not drop the cached user from redis ({e}); the new role shows within user_cache.ttl_secs"
+        );
+    }
+}
+
+fn read_password() -> Result<String, CliError> {
+    if let Ok(password) = std::env::var("AUTH_ADMIN_PASSWORD") {
+        return Ok(password);
+    }
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        let _ = write!(std::io::stderr(), "Password for the new admin (echoed): ");
+        let _ = std::io::stderr().flush();
+    }
+    let mut line = String::new();
+    stdin.lock().read_line(&mut line)?;
+    // Only the line terminator goes: passwords are used exactly as typed.
+    let password =
+        line.strip_suffix('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)).unwrap_or(&line);
+    if password.is_empty() {
+        return Err(CliError::Input(
+            "no password: set AUTH_ADMIN_PASSWORD or pipe it on standard input".into(),
+        ));
+    }
+    Ok(password.to_owned())
+}

@@ -1,0 +1,367 @@
+//! Typed settings, layered with the `config` crate:
+//! embedded `config/default.toml` → `config/default.toml` on disk (optional)
+//! → `config/<APP_ENV>.toml` → `AUTH__<SECTION>__<KEY>` environment variables.
+//!
+//! Unknown keys are rejected and every error names the offending key, so a
+//! typo fails the start instead of silently keeping a default.
+
+use std::{fmt, net::SocketAddr, path::Path, time::Duration};
+
+use config::{Config, Environment, File, FileFormat};
+use serde::Deserialize;
+
+const EMBEDDED_DEFAULTS: &str = include_str!("../config/default.toml");
+const CONFIG_DIR: &str = "config";
+/// Values `APP_ENV` may take: each has a file in `config/`.
+const APP_ENVS: &[&str] = &["local", "docker", "production"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+    #[error("APP_ENV={0:?} is not one of local, docker, production")]
+    UnknownEnvironment(String),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub grpc: GrpcSettings,
+    pub http: HttpSettings,
+    pub postgres: PostgresSettings,
+    pub redis: RedisSettings,
+    pub tracing: TracingSettings,
+    pub log: LogSettings,
+    pub session: SessionSettings,
+    pub user_cache: UserCacheSettings,
+    pub argon2: Argon2Settings,
+    pub login: LoginSettings,
+    pub lookup: LookupSettings,
+    pub actors: ActorSettings,
+    pub metrics: MetricsSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcSettings {
+    pub addr: SocketAddr,
+    pub drain_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSettings {
+    pub url: SecretUrl,
+    pub pool_max_size: u32,
+    pub connect_timeout_ms: u64,
+    pub query_timeout_ms: u64,
+    pub create_database: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: SecretUrl,
+    pub pool_max_size: u32,
+    pub connect_timeout_ms: u64,
+    pub key_prefix: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingSettings {
+    pub otlp_endpoint: String,
+    pub service_name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSettings {
+    pub ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserCacheSettings {
+    pub ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Argon2Settings {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    pub threads: usize,
+    pub queue_capacity: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginSettings {
+    pub max_failures: u32,
+    pub window_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupSettings {
+    pub public: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActorSettings {
+    pub mailbox_capacity: usize,
+    pub failure_threshold: u32,
+    pub restart_backoff_max_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    pub sample_interval_secs: u64,
+}
+
+/// A connection URL that may embed a password: `Debug` shows only its scheme.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = self.0.split_once("://").map_or("?", |(s, _)| s);
+        write!(f, "{scheme}://<redacted>")
+    }
+}
+
+impl Settings {
+    /// Loads every layer, for the binary. `app_env` is `APP_ENV`.
+    pub fn load(app_env: Option<&str>) -> Result<Self, SettingsError> {
+        let mut builder = Config::builder()
+            .add_source(File::from_str(EMBEDDED_DEFAULTS, FileFormat::Toml))
+            .add_source(File::from(Path::new(CONFIG_DIR).join("default")).required(false));
+        if let Some(env) = app_env.filter(|e| !e.is_empty()) {
+            if !APP_ENVS.contains(&env) {
+                return Err(SettingsError::UnknownEnvironment(env.to_owned()));
+            }
+            // Optional on disk so the bare binary runs anywhere; the docker
+            // image ships the directory.
+            builder =
+                builder.add_source(File::from(Path::new(CONFIG_DIR).join(env)).required(false));
+        }
+        let config = builder
+            .add_source(
+                Environment::with_prefix("AUTH")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()?;
+        Self::from_config(config)
+    }
+
+    /// The embedded defaults alone: no files, no environment (tests).
+    pub fn defaults() -> Result<Self, SettingsError> {
+        let config = Config::builder()
+            .add_source(File::from_str(EMBEDDED_DEFAULTS, FileFormat::Toml))
+            .build()?;
+        Self::from_config(config)
+    }
+
+    fn from_config(config: Config) -> Result<Self, SettingsError> {
+        let settings: Self = config.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Range checks serde cannot express; each error names its key.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        fn positive(key: &'static str, value: u64) -> Result<(), SettingsError> {
+            if value == 0 {
+                return Err(SettingsError::Invalid {
+                    key,
+                    reason: "must be greater than 0".into(),
+                });
+            }
+            Ok(())
+        }
+        positive("postgres.pool_max_size", self.postgres.pool_max_size.into())?;
+        positive("postgres.connect_timeout_ms", self.postgres.connect_timeout_ms)?;
+        positive("postgres.query_timeout_ms", self.postgres.query_timeout_ms)?;
+        positive("redis.pool_max_size", self.redis.pool_max_size.into())?;
+        positive("redis.connect_timeout_ms", self.redis.connect_timeout_ms)?;
+        positive("session.ttl_secs", self.session.ttl_secs)?;
+        positive("user_cache.ttl_secs", self.user_cache.ttl_secs)?;
+        positive("login.max_failures", self.login.max_failures.into())?;
+        positive("login.window_secs", self.login.window_secs)?;
+        positive("argon2.queue_capacity", self.argon2.queue_capacity as u64)?;
+        positive("actors.mailbox_capacity", self.actors.mailbox_capacity as u64)?;
+        positive("actors.failure_threshold", self.actors.failure_threshold.into())?;
+        positive("actors.restart_backoff_max_secs", self.actors.restart_backoff_max_secs)?;
+        positive("metrics.sample_interval_secs", self.metrics.sample_interval_secs)?;
+        argon2::Params::new(
+            self.argon2.memory_kib,
+            self.argon2.iterations,
+            self.argon2.parallelism,
+            None,
+        )
+        .map_err(|e| SettingsError::Invalid {
+            key: "argon2.memory_kib/iterations/parallelism",
+            reason: e.to_string(),
+        })?;
+        for (key, url, schemes) in [
+            ("postgres.url", self.postgres.url.expose(), &["postgres", "postgresql"][..]),
+            ("redis.url", self.redis.url.expose(), &["redis", "rediss", "redis+unix", "unix"][..]),
+        ] {
+            let scheme = url.split_once("://").map(|(s, _)| s);
+            if !scheme.is_some_and(|s| schemes.contains(&s)) {
+                return Err(SettingsError::Invalid {
+                    key,
+                    reason: format!("expected a URL starting with {}://", schemes[0]),
+                });
+            }
+        }
+        let endpoint = &self.tracing.otlp_endpoint;
+        if !endpoint.is_empty()
+            && !endpoint.starts_with("http://")
+            && !endpoint.starts_with("https://")
+        {
+            return Err(SettingsError::Invalid {
+                key: "tracing.otlp_endpoint",
+                reason: "expected empty or an http(s):// URL".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Hasher threads: explicit, or all cores but one (at least one).
+    pub fn hasher_threads(&self) -> usize {
+        if self.argon2.threads > 0 {
+            return self.argon2.threads;
+        }
+        std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+    }
+}
+
+impl GrpcSettings {
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout_secs)
+    }
+}
+
+impl PostgresSettings {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    pub fn query_timeout(&self) -> Duration {
+        Duration::from_millis(self.query_timeout_ms)
+    }
+}
+
+impl RedisSettings {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_match_the_contract() {
+        let s = Settings::defaults().expect("defaults load");
+        assert_eq!(s.grpc.addr.to_string(), "0.0.0.0:5000");
+        assert_eq!(s.http.addr.to_string(), "0.0.0.0:7070");
+        assert_eq!(s.postgres.url.expose(), "postgres://postgres:postgres@localhost:5432/auth_db");
+        assert_eq!(s.redis.url.expose(), "redis://localhost:6379/0");
+        assert_eq!(s.tracing.otlp_endpoint, "");
+        assert_eq!(s.session.ttl_secs, 3600);
+        assert_eq!((s.argon2.memory_kib, s.argon2.iterations, s.argon2.parallelism), (19456, 2, 1));
+        assert_eq!((s.login.max_failures, s.login.window_secs), (5, 900));
+        assert!(!s.lookup.public);
+    }
+
+    #[test]
+    fn every_environment_file_parses() {
+        for env in APP_ENVS {
+            let file = Path::new(env!("CARGO_MANIFEST_DIR")).join(CONFIG_DIR).join(env);
+            let config = Config::builder()
+                .add_source(File::from_str(EMBEDDED_DEFAULTS, FileFormat::Toml))
+                .add_source(File::from(file).required(true))
+                .build()
+                .expect(env);
+            Settings::from_config(config).expect(env);
+        }
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let load = |key: &str, value: &str| {
+            let config = Config::builder()
+                .add_source(File::from_str(EMBEDDED_DEFAULTS, FileFormat::Toml))
+                .set_override(key, value)
+                .expect("override")
+                .build()
+                .expect("build");
+            Settings::from_config(config).expect_err(key).to_string()
+        };
+        assert!(load("argon2.memory_kib", "lots").contains("argon2.memory_kib"));
+        assert!(load("session.ttl_secs", "0").contains("session.ttl_secs"));
+        assert!(load("postgres.url", "mysql://x").contains("postgres.url"));
+        assert!(load("grpc.addr", "not an address").contains("grpc.addr"));
+        assert!(load("argon2.iterations", "0").contains("argon2"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let config = Config::builder()
+            .add_source(File::from_str(EMBEDDED_DEFAULTS, FileFormat::Toml))
+            .set_override("session.ttl", "5")
+            .expect("override")
+            .build()
+            .expect("build");
+        let err = Settings::from_config(config).expect_err("unknown key").to_string();
+        assert!(err.contains("ttl"), "{err}");
+    }
+
+    #[test]
+    fn secret_urls_are_redacted() {
+        let url = SecretUrl::new("postgres://u:hunter2@db/x");
+        assert_eq!(format!("{url:?}"), "postgres://<redacted>");
+    }
+}

@@ -1,0 +1,105 @@
+//! The service's error type.
+//!
+//! Policy:
+//! - Every fallible use case returns [`AuthError`]; lower layers wrap their
+//!   failures with context (which dependency, which operation) on the way up.
+//! - Errors are *classified* here: the caller's fault (invalid input, bad
+//!   credentials, missing session), load (throttled, overloaded), outage
+//!   (a dependency or actor unavailable), or a bug (internal).
+//! - They become a `tonic::Status` in exactly one place,
+//!   `grpc::status::to_status`, which is also the only place they are logged.
+
+use std::{fmt, time::Duration};
+
+use crate::domain::InvalidInput;
+
+/// A backing service the user store or the session store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dependency {
+    Postgres,
+    Redis,
+}
+
+impl fmt::Display for Dependency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Postgres => "postgres",
+            Self::Redis => "redis",
+        })
+    }
+}
+
+/// A dependency failed during one operation.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{dependency} {operation}: {detail}")]
+pub struct DependencyError {
+    pub dependency: Dependency,
+    /// Low-cardinality name of what was attempted (`find_user_by_email`).
+    pub operation: &'static str,
+    /// Whether retrying later can help (connection refused, pool timeout,
+    /// schema not yet migrated) or not (a query the server rejected).
+    pub outage: bool,
+    pub detail: String,
+}
+
+impl DependencyError {
+    pub fn outage(
+        dependency: Dependency,
+        operation: &'static str,
+        detail: impl fmt::Display,
+    ) -> Self {
+        Self { dependency, operation, outage: true, detail: detail.to_string() }
+    }
+
+    pub fn rejected(
+        dependency: Dependency,
+        operation: &'static str,
+        detail: impl fmt::Display,
+    ) -> Self {
+        Self { dependency, operation, outage: false, detail: detail.to_string() }
+    }
+}
+
+/// Why a message could not be delivered to an actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error("{0} mailbox is full")]
+    Overloaded(&'static str),
+    #[error("{0} is not running")]
+    Stopped(&'static str),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("invalid {0}")]
+    InvalidInput(#[from] InvalidInput),
+    #[error("email is already registered")]
+    EmailTaken,
+    #[error("{0}")]
+    PermissionDenied(&'static str),
+    #[error("missing, unknown or expired session")]
+    Unauthenticated,
+    /// Unknown email and wrong password alike: one message, one code.
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    #[error("user not found")]
+    UserNotFound,
+    #[error("too many failed logins for this account; retry in {}s", retry_after.as_secs())]
+    LoginThrottled { retry_after: Duration },
+    #[error(transparent)]
+    Actor(#[from] CallError),
+    #[error(transparent)]
+    Dependency(#[from] DependencyError),
+    #[error("deadline exceeded")]
+    DeadlineExceeded,
+    /// A bug or corrupt data: nothing the caller or a retry can fix.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AuthError {
+    pub fn internal(context: &str, err: impl fmt::Display) -> Self {
+        Self::Internal(format!("{context}: {err}"))
+    }
+}

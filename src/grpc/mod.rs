@@ -1,0 +1,22 @@
+//! The gRPC adapter: `UserService` over [`crate::service::AuthService`],
+//! plus reflection and `grpc.health.v1`. Translates only: protobuf in,
+//! use case, protobuf or a status out.
+
+pub mod layers;
+mod service;
+pub mod status;
+
+pub use service::UserServiceImpl;
+
+/// Code generated from `proto/user.proto` by `build.rs`.
+#[allow(clippy::all, clippy::pedantic, clippy::unwrap_used)]
+pub mod proto {
+    tonic::include_proto!("user_service");
+
+    /// Encoded descriptors of `user.proto` and its imports, for reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/user_descriptor.bin"));
+}
+
+/// The metadata key carrying the session id, as in the Go service.
+pub const SESSION_METADATA_KEY: &str = "session_id";

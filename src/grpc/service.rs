@@ -1,0 +1,122 @@
+use prost_types::Timestamp;
+use tonic::{Request, Response, Status};
+
+use super::{
+    SESSION_METADATA_KEY,
+    proto::{self, user_service_server::UserService},
+    status::to_status,
+};
+use crate::{
+    domain::User,
+    service::{AuthService, RawSecret, RegisterInput},
+};
+
+/// `userService.UserService` backed by [`AuthService`].
+#[derive(Clone)]
+pub struct UserServiceImpl {
+    auth: AuthService,
+}
+
+impl UserServiceImpl {
+    pub fn new(auth: AuthService) -> Self {
+        Self { auth }
+    }
+}
+
+/// The `session_id` metadata value; absent, empty or non-ASCII count as none.
+fn session_id<T>(request: &Request<T>) -> Option<&str> {
+    request
+        .metadata()
+        .get(SESSION_METADATA_KEY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
+fn timestamp(t: chrono::DateTime<chrono::Utc>) -> Timestamp {
+    Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+}
+
+/// The wire form of a user; `password` stays empty by construction.
+fn to_proto(user: User) -> proto::User {
+    proto::User {
+        uuid: user.id.to_string(),
+        first_name: user.first_name,
+        last_name: user.last_name,
+        password: String::new(),
+        email: user.email,
+        role: user.role.as_str().to_owned(),
+        avatar: user.avatar.unwrap_or_default(),
+        created_at: Some(timestamp(user.created_at)),
+        updated_at: Some(timestamp(user.updated_at)),
+    }
+}
+
+#[tonic::async_trait]
+impl UserService for UserServiceImpl {
+    async fn register(
+        &self,
+        request: Request<proto::RegisterRequest>,
+    ) -> Result<Response<proto::RegisterResponse>, Status> {
+        let caller = session_id(&request).map(str::to_owned);
+        let r = request.into_inner();
+        let input = RegisterInput {
+            email: r.email,
+            first_name: r.first_name,
+            last_name: r.last_name,
+            password: RawSecret(r.password),
+            role: r.role,
+            avatar: r.avatar,
+        };
+        let user = self.auth.register(input, caller.as_deref()).await.map_err(to_status)?;
+        Ok(Response::new(proto::RegisterResponse { user: Some(to_proto(user)) }))
+    }
+
+    async fn find_by_email(
+        &self,
+        request: Request<proto::FindByEmailRequest>,
+    ) -> Result<Response<proto::FindByEmailResponse>, Status> {
+        let session = session_id(&request);
+        let user =
+            self.auth.find_by_email(&request.get_ref().email, session).await.map_err(to_status)?;
+        Ok(Response::new(proto::FindByEmailResponse { user: Some(to_proto(user)) }))
+    }
+
+    async fn find_by_id(
+        &self,
+        request: Request<proto::FindByIdRequest>,
+    ) -> Result<Response<proto::FindByIdResponse>, Status> {
+        let session = session_id(&request);
+        let user =
+            self.auth.find_by_id(&request.get_ref().uuid, session).await.map_err(to_status)?;
+        Ok(Response::new(proto::FindByIdResponse { user: Some(to_proto(user)) }))
+    }
+
+    async fn login(
+        &self,
+        request: Request<proto::LoginRequest>,
+    ) -> Result<Response<proto::LoginResponse>, Status> {
+        let r = request.into_inner();
+        let (user, session) = self.auth.login(&r.email, r.password).await.map_err(to_status)?;
+        Ok(Response::new(proto::LoginResponse {
+            user: Some(to_proto(user)),
+            session_id: session.expose().to_owned(),
+        }))
+    }
+
+    async fn get_me(
+        &self,
+        request: Request<proto::GetMeRequest>,
+    ) -> Result<Response<proto::GetMeResponse>, Status> {
+        let user = self.auth.get_me(session_id(&request)).await.map_err(to_status)?;
+        Ok(Response::new(proto::GetMeResponse { user: Some(to_proto(user)) }))
+    }
+
+    async fn logout(
+        &self,
+        request: Request<proto::LogoutRequest>,
+    ) -> Result<Response<proto::LogoutResponse>, Status> {
+        self.auth.logout(session_id(&request)).await.map_err(to_status)?;
+        Ok(Response::new(proto::LogoutResponse {}))
+    }
+}

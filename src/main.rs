@@ -1,0 +1,95 @@
+//! Entry point. `serve` reads like the architecture: settings, telemetry,
+//! the application (actors + both servers), then run until a signal.
+
+use std::{io::Write as _, process::ExitCode};
+
+use auth_service::{
+    app::Application,
+    cli::{self, AdminCommand, Cli, Command},
+    config::Settings,
+    telemetry,
+};
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(std::env::var("APP_ENV").ok().as_deref()) {
+        Ok(settings) => settings,
+        Err(e) => return fail(&format!("configuration error: {e}")),
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(settings),
+        Command::Migrate => report(cli::migrate(&settings)),
+        Command::Admin(AdminCommand::Create(args)) => report(cli::admin_create(&settings, args)),
+    }
+}
+
+fn serve(settings: Settings) -> ExitCode {
+    // One multi-thread Tokio runtime under the actix System: actors run on the
+    // System and arbiter threads, tonic on the Tokio workers (DEPENDENCIES §3).
+    let system = actix_rt::System::with_tokio_rt(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("auth-worker")
+            .build()
+            .expect("cannot start the Tokio runtime")
+    });
+    system.block_on(async move {
+        let _telemetry = match telemetry::init(&settings.log, &settings.tracing) {
+            Ok(guard) => guard,
+            Err(e) => return fail(&e.to_string()),
+        };
+        let app = match Application::build(settings).await {
+            Ok(app) => app,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                return fail(&e.to_string());
+            }
+        };
+        match app.run_until_stopped(shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "stopped with an error");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM; SIGINT only");
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => tracing::info!("SIGINT received"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}
+
+fn report(result: Result<String, cli::CliError>) -> ExitCode {
+    match result {
+        Ok(message) => {
+            let _ = writeln!(std::io::stdout(), "{message}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    let _ = writeln!(std::io::stderr(), "auth-service: {message}");
+    ExitCode::FAILURE
+}

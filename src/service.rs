@@ -1,0 +1,292 @@
+//! The use cases: what each RPC does, in terms of domain types and actor
+//! messages. Protocol-free: the gRPC layer translates to and from protobuf
+//! and maps [`AuthError`] to a status.
+
+use crate::{
+    actors::{
+        ActorClient,
+        password_hasher::{HashPassword, PasswordHasher, VerifyPassword},
+        session_store::{
+            CacheUser, CheckLoginBlock, ClearLoginFailures, CreateSession, DeleteSession,
+            GetCachedUser, InvalidateUser, RecordLoginFailure, ResolveSession, SessionStore,
+        },
+        user_store::{
+            CreateUser, CreateUserError, FindCredentials, FindUserByEmail, FindUserById,
+            ReplacePasswordHash, UserStore,
+        },
+    },
+    domain::{Avatar, Email, NewUser, Password, PersonName, Role, SessionId, User, UserId},
+    error::{AuthError, CallError},
+    telemetry::metrics::Metrics,
+};
+
+/// A registration as received, before validation.
+#[derive(Debug, Default)]
+pub struct RegisterInput {
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub password: RawSecret,
+    pub role: String,
+    pub avatar: String,
+}
+
+/// A password straight off the wire; redacted in `Debug`.
+#[derive(Default)]
+pub struct RawSecret(pub String);
+
+impl std::fmt::Debug for RawSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+#[derive(Clone)]
+pub struct AuthService {
+    users: ActorClient<UserStore>,
+    sessions: ActorClient<SessionStore>,
+    hasher: ActorClient<PasswordHasher>,
+    metrics: Metrics,
+    lookup_public: bool,
+}
+
+impl From<CreateUserError> for AuthError {
+    fn from(err: CreateUserError) -> Self {
+        match err {
+            CreateUserError::EmailTaken => Self::EmailTaken,
+            CreateUserError::Dependency(e) => Self::Dependency(e),
+        }
+    }
+}
+
+impl From<crate::actors::password_hasher::HashError> for AuthError {
+    fn from(err: crate::actors::password_hasher::HashError) -> Self {
+        Self::internal("password hasher", err)
+    }
+}
+
+impl AuthService {
+    pub fn new(
+        users: ActorClient<UserStore>,
+        sessions: ActorClient<SessionStore>,
+        hasher: ActorClient<PasswordHasher>,
+        metrics: Metrics,
+        lookup_public: bool,
+    ) -> Self {
+        Self { users, sessions, hasher, metrics, lookup_public }
+    }
+
+    /// Creates an account. An admin account needs an admin caller.
+    pub async fn register(
+        &self,
+        input: RegisterInput,
+        caller: Option<&str>,
+    ) -> Result<User, AuthError> {
+        let email = Email::parse(&input.email, "email")?;
+        let first_name = PersonName::parse(&input.first_name, "first_name")?;
+        let last_name = PersonName::parse(&input.last_name, "last_name")?;
+        let password = Password::parse_new(input.password.0)?;
+        let role = Role::parse(&input.role)?;
+        let avatar = Avatar::parse(&input.avatar)?;
+
+        if role == Role::Admin {
+            let is_admin = match self.session_user(caller).await {
+                Ok(caller) => caller.role == Role::Admin,
+                Err(AuthError::Unauthenticated) => false,
+                Err(other) => return Err(other),
+            };
+            if !is_admin {
+                self.count_registration("denied");
+                return Err(AuthError::PermissionDenied(
+                    "only an admin may create an admin account",
+                ));
+            }
+        }
+
+        let password_hash = self.hasher.call(HashPassword(password)).await??;
+        let new = NewUser {
+            id: UserId::new_random(),
+            email,
+            first_name,
+            last_name,
+            role,
+            avatar,
+            password_hash,
+        };
+        match self.users.call(CreateUser(new)).await? {
+            Ok(user) => {
+                self.count_registration("ok");
+                Ok(user)
+            }
+            Err(CreateUserError::EmailTaken) => {
+                self.count_registration("email_taken");
+                Err(AuthError::EmailTaken)
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Verifies credentials and opens a session. Unknown email and wrong
+    /// password take the same path (one argon2 verify each) and return the
+    /// same error; failures count towards the account's throttle either way.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: String,
+    ) -> Result<(User, SessionId), AuthError> {
+        let email = Email::parse(email, "email")?;
+        let password = Password::parse_existing(password)?;
+
+        if let Some(retry_after) = self.sessions.call(CheckLoginBlock(email.clone())).await?? {
+            self.count_login("throttled");
+            return Err(AuthError::LoginThrottled { retry_after });
+        }
+
+        let credentials = self.users.call(FindCredentials(email.clone())).await??;
+        let stored = credentials.as_ref().map(|c| c.password_hash.clone());
+        let verification = self
+            .hasher
+            .call(VerifyPassword { password: password.clone(), stored: stored.clone() })
+            .await??;
+
+        let (Some(credentials), true) = (credentials, verification.matches) else {
+            self.count_login("bad_credentials");
+            if let Err(e) = flatten(self.sessions.call(RecordLoginFailure(email)).await) {
+                tracing::warn!(error = %e, "could not count a failed login");
+            }
+            return Err(AuthError::InvalidCredentials);
+        };
+
+        let user = credentials.user;
+        let session = self.sessions.call(CreateSession(user.id)).await??;
+        self.count_login("ok");
+        if let Err(e) = flatten(self.sessions.call(ClearLoginFailures(email)).await) {
+            tracing::warn!(error = %e, "could not reset failed-login counter");
+        }
+        if verification.needs_rehash {
+            self.upgrade_hash(&user, credentials.password_hash, password).await;
+        }
+        Ok((user, session))
+    }
+
+    /// Re-hashes a legacy (bcrypt) or outdated-cost hash with the current
+    /// argon2id parameters. Best effort: the login has already succeeded.
+    async fn upgrade_hash(
+        &self,
+        user: &User,
+        old: crate::domain::PasswordHash,
+        password: Password,
+    ) {
+        let result: Result<bool, AuthError> = async {
+            let new = self.hasher.call(HashPassword(password)).await??;
+            let replaced = self.users.call(ReplacePasswordHash { id: user.id, old, new }).await??;
+            if replaced {
+                self.sessions.call(InvalidateUser(user.id)).await??;
+            }
+            Ok(replaced)
+        }
+        .await;
+        match result {
+            Ok(replaced) => tracing::info!(user_id = %user.id, replaced, "password hash upgraded"),
+            Err(e) => {
+                tracing::warn!(user_id = %user.id, error = %e, "password hash upgrade failed")
+            }
+        }
+    }
+
+    pub async fn get_me(&self, session: Option<&str>) -> Result<User, AuthError> {
+        self.session_user(session).await
+    }
+
+    pub async fn logout(&self, session: Option<&str>) -> Result<(), AuthError> {
+        let id = session.and_then(SessionId::parse).ok_or(AuthError::Unauthenticated)?;
+        if self.sessions.call(DeleteSession(id)).await?? {
+            Ok(())
+        } else {
+            Err(AuthError::Unauthenticated)
+        }
+    }
+
+    pub async fn find_by_id(&self, uuid: &str, session: Option<&str>) -> Result<User, AuthError> {
+        self.authorize_lookup(session).await?;
+        let id = UserId::parse(uuid)?;
+        self.user_by_id(id).await?.ok_or(AuthError::UserNotFound)
+    }
+
+    pub async fn find_by_email(
+        &self,
+        email: &str,
+        session: Option<&str>,
+    ) -> Result<User, AuthError> {
+        self.authorize_lookup(session).await?;
+        let email = Email::parse(email, "email")?;
+        self.users.call(FindUserByEmail(email)).await??.ok_or(AuthError::UserNotFound)
+    }
+
+    /// Lookups reveal whether an account exists, so they need a session
+    /// unless the deployment opted into the Go service's open lookups.
+    async fn authorize_lookup(&self, session: Option<&str>) -> Result<(), AuthError> {
+        if self.lookup_public {
+            return Ok(());
+        }
+        self.session_user(session).await.map(drop)
+    }
+
+    /// The user behind a session id, from the cache when possible.
+    async fn session_user(&self, session: Option<&str>) -> Result<User, AuthError> {
+        let id = session.and_then(SessionId::parse).ok_or(AuthError::Unauthenticated)?;
+        let resolved =
+            self.sessions.call(ResolveSession(id)).await??.ok_or(AuthError::Unauthenticated)?;
+        if let Some(user) = resolved.cached_user {
+            return Ok(user);
+        }
+        // The account may have been deleted since the session began.
+        let user = self
+            .users
+            .call(FindUserById(resolved.user_id))
+            .await??
+            .ok_or(AuthError::Unauthenticated)?;
+        self.cache_in_background(user.clone());
+        Ok(user)
+    }
+
+    async fn user_by_id(&self, id: UserId) -> Result<Option<User>, AuthError> {
+        match self.sessions.call(GetCachedUser(id)).await? {
+            Ok(Some(user)) => return Ok(Some(user)),
+            Ok(None) => {}
+            // The cache is an optimisation: serve from Postgres without it.
+            Err(e) => tracing::debug!(error = %e, "user cache unavailable"),
+        }
+        let user = self.users.call(FindUserById(id)).await??;
+        if let Some(user) = &user {
+            self.cache_in_background(user.clone());
+        }
+        Ok(user)
+    }
+
+    fn cache_in_background(&self, user: User) {
+        let sessions = self.sessions.clone();
+        let span = tracing::Span::current();
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                if let Ok(Err(e)) = sessions.call(CacheUser(user)).await {
+                    tracing::debug!(error = %e, "could not cache user");
+                }
+            },
+            span,
+        ));
+    }
+
+    fn count_login(&self, outcome: &str) {
+        self.metrics.logins.with_label_values(&[outcome]).inc();
+    }
+
+    fn count_registration(&self, outcome: &str) {
+        self.metrics.registrations.with_label_values(&[outcome]).inc();
+    }
+}
+
+/// Collapses "could not deliver" and "delivered, but failed".
+fn flatten<T, E: Into<AuthError>>(reply: Result<Result<T, E>, CallError>) -> Result<T, AuthError> {
+    reply?.map_err(Into::into)
+}
