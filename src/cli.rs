@@ -88,6 +88,17 @@ pub fn migrate(settings: &Settings) -> Result<String, CliError> {
 
 /// `auth-service admin create`.
 pub fn admin_create(settings: &Settings, args: AdminCreateArgs) -> Result<String, CliError> {
+    ensure_admin(settings, &args, read_password)
+}
+
+/// Promotes the account with `args.email` to admin, or creates it with the
+/// password `password()` yields (asked for only when creating). Blocking:
+/// call it outside any async runtime.
+pub fn ensure_admin(
+    settings: &Settings,
+    args: &AdminCreateArgs,
+    password: impl FnOnce() -> Result<String, CliError>,
+) -> Result<String, CliError> {
     let email =
         Email::parse(&args.email, "email").map_err(|e| CliError::Input(format!("--{e}")))?;
     migrate(settings)?;
@@ -103,7 +114,7 @@ pub fn admin_create(settings: &Settings, args: AdminCreateArgs) -> Result<String
         }
 
         let password =
-            Password::parse_new(read_password()?).map_err(|e| CliError::Input(e.to_string()))?;
+            Password::parse_new(password()?).map_err(|e| CliError::Input(e.to_string()))?;
         let hasher = Argon2Hasher::new(
             settings.argon2.memory_kib,
             settings.argon2.iterations,

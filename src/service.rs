@@ -160,6 +160,8 @@ impl AuthService {
         let user = credentials.user;
         let session = self.sessions.call(CreateSession(user.id)).await??;
         self.count_login("ok");
+        // The client's next call is usually GetMe.
+        self.cache_in_background(user.clone());
         if let Err(e) = flatten(self.sessions.call(ClearLoginFailures(email)).await) {
             tracing::warn!(error = %e, "could not reset failed-login counter");
         }

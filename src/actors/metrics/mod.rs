@@ -57,7 +57,11 @@ pub struct MetricsSampler {
     stats: Arc<ActorStats>,
     dependencies: BTreeMap<Dependency, DependencyStatus>,
     sampled_at: Option<chrono::DateTime<chrono::Utc>>,
+    resample_scheduled: bool,
 }
+
+/// Re-sample delay while a dependency is down.
+const FAST_RESAMPLE: Duration = Duration::from_millis(500);
 
 impl MetricsSampler {
     #[allow(clippy::too_many_arguments)]
@@ -80,6 +84,7 @@ impl MetricsSampler {
             stats: Arc::clone(&stats),
             dependencies: BTreeMap::new(),
             sampled_at: None,
+            resample_scheduled: false,
         };
         let addr = Supervisor::start(move |_| sampler);
         ActorClient::new(addr, stats)
@@ -98,7 +103,7 @@ impl MetricsSampler {
             let (pg, redis) = tokio::join!(users.call(CheckHealth), sessions.call(CheckHealth));
             [(Dependency::Postgres, pg), (Dependency::Redis, redis)]
         };
-        ctx.spawn(probes.into_actor(self).map(|results, act, _| {
+        ctx.spawn(probes.into_actor(self).map(|results, act, ctx| {
             for (dependency, result) in results {
                 let (status, sample) = match result {
                     Ok((Ok(()), sample)) => (DependencyStatus { up: true, error: None }, sample),
@@ -115,6 +120,16 @@ impl MetricsSampler {
             }
             act.sampled_at = Some(chrono::Utc::now());
             act.publish_health();
+            // While something is down, look again soon rather than a whole
+            // interval later, so readiness flips promptly on recovery.
+            let all_up = act.dependencies.values().all(|s| s.up);
+            if !all_up && !act.resample_scheduled {
+                act.resample_scheduled = true;
+                ctx.run_later(FAST_RESAMPLE, |act, ctx| {
+                    act.resample_scheduled = false;
+                    act.sample(ctx);
+                });
+            }
         }));
     }
 

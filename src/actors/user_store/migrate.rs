@@ -74,8 +74,15 @@ fn create(maintenance_url: &str, database: &str) -> Result<(), BootstrapError> {
             tracing::info!(database, "created database");
             Ok(())
         }
-        // Another replica created it between our connect and our CREATE.
-        Err(e) if e.to_string().contains("already exists") => Ok(()),
+        // Another replica created it between our connect and our CREATE
+        // (42P04, or a unique violation on pg_database when truly concurrent).
+        Err(e)
+            if ["already exists", "pg_database_datname_index"]
+                .iter()
+                .any(|m| e.to_string().contains(m)) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(failed(e.to_string())),
     }
 }

@@ -1,0 +1,402 @@
+//! The test harness: a real service per test, on ephemeral ports, with its
+//! own Postgres database and its own Redis key prefix, so tests run in
+//! parallel; typed client helpers; a TCP proxy that can cut a dependency.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use auth_service::{
+    app::Application,
+    config::{SecretUrl, Settings},
+    grpc::proto::{LoginRequest, RegisterRequest, User, user_service_client::UserServiceClient},
+};
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+    sync::oneshot,
+};
+use tonic::{Request, metadata::MetadataValue, transport::Channel};
+
+pub type Client = UserServiceClient<Channel>;
+
+/// Postgres server URL without a database, from `TEST_POSTGRES_URL`.
+pub fn postgres_server() -> String {
+    std::env::var("TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// Redis URL, from `TEST_REDIS_URL`.
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Fails the run at once, saying what to start, when Postgres or Redis is
+/// not reachable.
+fn require_dependencies() {
+    static CHECKED: OnceLock<()> = OnceLock::new();
+    CHECKED.get_or_init(|| {
+        for (name, url, default_port) in
+            [("PostgreSQL", postgres_server(), 5432), ("Redis", redis_url(), 6379)]
+        {
+            let addr = host_port(&url, default_port);
+            if std::net::TcpStream::connect_timeout(
+                &addr.parse().unwrap_or_else(|_| panic!("bad address {addr}")),
+                Duration::from_secs(2),
+            )
+            .is_err()
+            {
+                panic!(
+                    "{name} is not reachable at {addr} ({url}). Start it (PostgreSQL with trust \
+                     auth for user postgres, Redis with default settings) or point \
+                     TEST_POSTGRES_URL / TEST_REDIS_URL at running instances."
+                );
+            }
+        }
+    });
+}
+
+fn host_port(url: &str, default_port: u16) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    let host = rest.split(['/', '?']).next().unwrap_or(rest);
+    if host.contains(':') { host.to_owned() } else { format!("{host}:{default_port}") }
+}
+
+/// Runs `f` on a plain thread (no async runtime: diesel's sync wrapper and
+/// the CLI functions need that) and waits for it.
+pub fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(f).join().expect("blocking helper panicked")
+}
+
+/// A fresh, unique database name.
+pub fn unique_database() -> String {
+    format!("auth_test_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Settings for a test service: ephemeral ports, its own database and key
+/// prefix, cheap argon2 (the cost is tested on its own), fast sampling.
+pub fn test_settings(database: &str) -> Settings {
+    let mut s = Settings::defaults().expect("embedded defaults");
+    s.grpc.addr = "127.0.0.1:0".parse().expect("addr");
+    s.http.addr = "127.0.0.1:0".parse().expect("addr");
+    s.grpc.drain_timeout_secs = 5;
+    s.postgres.url = SecretUrl::new(format!("{}/{database}", postgres_server()));
+    s.postgres.pool_max_size = 5;
+    s.redis.url = SecretUrl::new(redis_url());
+    s.redis.pool_max_size = 4;
+    s.redis.key_prefix = format!("test:{database}:");
+    s.argon2.memory_kib = 1024;
+    s.argon2.iterations = 1;
+    s.argon2.threads = 2;
+    s.metrics.sample_interval_secs = 1;
+    s
+}
+
+pub struct TestApp {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub client: Client,
+    pub settings: Settings,
+    pub database: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Starts a service with adjusted settings and waits until it is ready.
+    pub async fn spawn_with(customize: impl FnOnce(&mut Settings)) -> Self {
+        let app = Self::start_with(customize).await;
+        app.wait_ready(Duration::from_secs(20)).await;
+        app
+    }
+
+    /// Starts a service without waiting for readiness (fault tests).
+    pub async fn start_with(customize: impl FnOnce(&mut Settings)) -> Self {
+        require_dependencies();
+        let database = unique_database();
+        let mut settings = test_settings(&database);
+        customize(&mut settings);
+        Self::start(settings, database).await
+    }
+
+    pub async fn start(settings: Settings, database: String) -> Self {
+        let (addrs_tx, addrs_rx) = oneshot::channel();
+        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+        let app_settings = settings.clone();
+        let thread = std::thread::spawn(move || {
+            let system = actix_rt::System::with_tokio_rt(|| {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("runtime")
+            });
+            system.block_on(async move {
+                let app = Application::build(app_settings).await.expect("service starts");
+                let _ = addrs_tx.send((app.grpc_addr(), app.http_addr()));
+                app.run_until_stopped(async {
+                    let _ = shutdown_rx.await;
+                })
+                .await
+                .expect("service stops cleanly");
+            });
+        });
+        let (grpc_addr, http_addr) = addrs_rx.await.expect("service reports its addresses");
+        let channel =
+            Channel::from_shared(format!("http://{grpc_addr}")).expect("uri").connect_lazy();
+        Self {
+            grpc_addr,
+            http_addr,
+            client: UserServiceClient::new(channel),
+            settings,
+            database,
+            shutdown: Some(shutdown_tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    pub async fn wait_ready(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let (status, body) = self.get("/health/ready").await;
+            if status == 200 {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "not ready after {limit:?}: {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A plain HTTP/1.1 GET on the ops port: (status, body).
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.http_addr, path).await
+    }
+
+    /// Stops the service gracefully and waits for it. The graceful drain
+    /// needs the client side of each connection to keep running (HTTP/2
+    /// GOAWAY/PING exchange), so the wait must not block the test's runtime:
+    /// tests use the multi-thread flavour and this steps out of it.
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let join = move || thread.join().expect("service thread");
+            match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+                Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(join),
+                _ => join(),
+            }
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.stop();
+        drop_database(&self.database);
+    }
+}
+
+pub fn drop_database(database: &str) {
+    let statement = format!("DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)");
+    let url = format!("{}/postgres", postgres_server());
+    blocking(move || {
+        use diesel::{Connection as _, RunQueryDsl as _};
+        use diesel_async::{AsyncPgConnection, async_connection_wrapper::AsyncConnectionWrapper};
+        if let Ok(mut conn) = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url) {
+            let _ = diesel::sql_query(statement).execute(&mut conn);
+        }
+    });
+}
+
+/// Runs SQL statements against a database, outside any runtime.
+pub fn execute_sql(database: &str, statements: Vec<String>) {
+    let url = format!("{}/{database}", postgres_server());
+    blocking(move || {
+        use diesel::{Connection as _, connection::SimpleConnection as _};
+        use diesel_async::{AsyncPgConnection, async_connection_wrapper::AsyncConnectionWrapper};
+        let mut conn =
+            AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url).expect("connect for SQL");
+        for statement in statements {
+            conn.batch_execute(&statement).unwrap_or_else(|e| panic!("{statement}: {e}"));
+        }
+    });
+}
+
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.expect("connect to ops port");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    (status, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+// ---- typed client helpers ----
+
+pub fn unique_email() -> String {
+    format!("user-{}@example.com", uuid::Uuid::new_v4().simple())
+}
+
+pub fn registration(email: &str, password: &str) -> RegisterRequest {
+    RegisterRequest {
+        email: email.to_owned(),
+        first_name: "Ada".into(),
+        last_name: "Lovelace".into(),
+        password: password.to_owned(),
+        role: String::new(),
+        avatar: String::new(),
+    }
+}
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Registers a fresh user; returns it.
+pub async fn register(client: &mut Client, email: &str, password: &str) -> User {
+    client
+        .register(registration(email, password))
+        .await
+        .unwrap_or_else(|s| panic!("register {email}: {s:?}"))
+        .into_inner()
+        .user
+        .expect("user in response")
+}
+
+/// Logs in; returns (user, session id).
+pub async fn login(client: &mut Client, email: &str, password: &str) -> (User, String) {
+    let response = client
+        .login(LoginRequest { email: email.to_owned(), password: password.to_owned() })
+        .await
+        .unwrap_or_else(|s| panic!("login {email}: {s:?}"))
+        .into_inner();
+    (response.user.expect("user"), response.session_id)
+}
+
+/// Registers and logs in a fresh user; returns (user, session id).
+pub async fn signed_in(client: &mut Client) -> (User, String) {
+    let email = unique_email();
+    register(client, &email, PASSWORD).await;
+    login(client, &email, PASSWORD).await
+}
+
+/// A request carrying `session_id` metadata.
+pub fn with_session<T>(message: T, session: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert("session_id", MetadataValue::try_from(session).expect("ascii session id"));
+    request
+}
+
+// ---- fault injection ----
+
+/// A TCP proxy in front of a dependency. `cut()` closes every connection and
+/// refuses new ones, as a crashed or partitioned server would; `restore()`
+/// lets traffic through again. Bound to 127.0.0.1 only.
+pub struct ChaosProxy {
+    pub addr: SocketAddr,
+    cut: Arc<AtomicBool>,
+    generation: tokio::sync::watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ChaosProxy {
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
+        let addr = listener.local_addr().expect("proxy addr");
+        let cut = Arc::new(AtomicBool::new(false));
+        let (generation, _) = tokio::sync::watch::channel(0u64);
+        let accept_cut = Arc::clone(&cut);
+        let accept_generation = generation.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if accept_cut.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let mut cut_signal = accept_generation.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = cut_signal.changed() => {}
+                    }
+                });
+            }
+        });
+        Self { addr, cut, generation, task }
+    }
+
+    /// Drops every open connection and refuses new ones.
+    pub async fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+        // Let the connection tasks observe it before the test goes on.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for ChaosProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn postgres_addr() -> SocketAddr {
+    host_port(&postgres_server(), 5432).parse().expect("postgres address")
+}
+
+pub fn redis_addr() -> SocketAddr {
+    host_port(&redis_url(), 6379).parse().expect("redis address")
+}
+
+/// `url` with its host and port replaced by `addr` (to go through a proxy).
+pub fn reroute(url: &str, addr: SocketAddr) -> String {
+    let (scheme, rest) = url.split_once("://").expect("scheme");
+    let (userinfo, rest) = match rest.rsplit_once('@') {
+        Some((user, rest)) => (format!("{user}@"), rest),
+        None => (String::new(), rest),
+    };
+    let path = rest.find(['/', '?']).map_or("", |i| &rest[i..]);
+    format!("{scheme}://{userinfo}{addr}{path}")
+}

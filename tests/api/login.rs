@@ -1,0 +1,123 @@
+use auth_service::grpc::proto::LoginRequest;
+use tonic::Code;
+
+use crate::helpers::{PASSWORD, TestApp, login, register, unique_email};
+
+fn credentials(email: &str, password: &str) -> LoginRequest {
+    LoginRequest { email: email.to_owned(), password: password.to_owned() }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn login_returns_the_user_and_a_strong_session_id() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client();
+    let email = unique_email();
+    let registered = register(&mut client, &email, PASSWORD).await;
+    let (user, session) = login(&mut client, &email, PASSWORD).await;
+    assert_eq!(user.uuid, registered.uuid);
+    assert_eq!(user.password, "", "no password or hash in responses");
+    assert_eq!(session.len(), 64, "256 bits, hex");
+    assert!(session.chars().all(|c| c.is_ascii_hexdigit()));
+    let (_, second) = login(&mut client, &email, PASSWORD).await;
+    assert_ne!(session, second, "every login gets a fresh session");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn email_case_and_whitespace_do_not_matter() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client();
+    let local = uuid::Uuid::new_v4().simple().to_string();
+    register(&mut client, &format!("A{local}@X.io"), PASSWORD).await;
+    login(&mut client, &format!("a{local}@x.io"), PASSWORD).await;
+    login(&mut client, &format!("  A{local}@x.IO "), PASSWORD).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn passwords_are_used_exactly_as_typed() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client();
+    let email = unique_email();
+    let password = "  spaces around  ";
+    register(&mut client, &email, password).await;
+    login(&mut client, &email, password).await;
+    for near_miss in ["spaces around", "  spaces around", "  Spaces around  "] {
+        let status = client.login(credentials(&email, near_miss)).await.expect_err(near_miss);
+        assert_eq!(status.code(), Code::Unauthenticated, "{near_miss:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_email_and_wrong_password_look_the_same() {
+    let app = TestApp::spawn().await;
+    let mut client = app.client();
+    let email = unique_email();
+    register(&mut client, &email, PASSWORD).await;
+    let wrong = client.login(credentials(&email, "wrong password!")).await.expect_err("wrong");
+    let unknown = client.login(credentials(&unique_email(), PASSWORD)).await.expect_err("unknown");
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    assert_eq!(unknown.code(), Code::Unauthenticated);
+    assert_eq!(wrong.message(), unknown.message());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_email_is_invalid_argument() {
+    let app = TestApp::spawn().await;
+    let status = app.client().login(credentials("nope", PASSWORD)).await.expect_err("bad");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("email"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repeated_failures_lock_the_account_until_the_window_ends() {
+    let app = TestApp::spawn_with(|s| {
+        s.login.max_failures = 3;
+        s.login.window_secs = 2;
+    })
+    .await;
+    let mut client = app.client();
+    let email = unique_email();
+    register(&mut client, &email, PASSWORD).await;
+
+    for _ in 0..3 {
+        let status = client.login(credentials(&email, "wrong password!")).await.expect_err("wrong");
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    // Locked: even the right password is refused, with a retry hint.
+    let status = client.login(credentials(&email, PASSWORD)).await.expect_err("locked");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    let retry: u64 = status
+        .metadata()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("retry-after metadata");
+    assert!((1..=2).contains(&retry), "{retry}");
+
+    // Unknown accounts are throttled alike, so the lock reveals nothing.
+    let ghost = unique_email();
+    for _ in 0..3 {
+        let _ = client.login(credentials(&ghost, PASSWORD)).await;
+    }
+    let status = client.login(credentials(&ghost, PASSWORD)).await.expect_err("ghost");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+    login(&mut client, &email, PASSWORD).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_successful_login_resets_the_failure_count() {
+    let app = TestApp::spawn_with(|s| s.login.max_failures = 3).await;
+    let mut client = app.client();
+    let email = unique_email();
+    register(&mut client, &email, PASSWORD).await;
+    for _ in 0..2 {
+        let _ = client.login(credentials(&email, "wrong password!")).await;
+    }
+    login(&mut client, &email, PASSWORD).await;
+    for _ in 0..2 {
+        let status = client.login(credentials(&email, "wrong password!")).await.expect_err("wrong");
+        assert_eq!(status.code(), Code::Unauthenticated, "counter started over");
+    }
+    login(&mut client, &email, PASSWORD).await;
+}

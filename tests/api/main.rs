@@ -1,0 +1,15 @@
+//! Integration suite: every test starts the real service (in process, on
+//! ephemeral ports) against real PostgreSQL and Redis and talks to it through
+//! a real gRPC client. Each test has its own database and Redis key prefix.
+
+mod helpers;
+
+mod admin;
+mod faults;
+mod legacy;
+mod lifecycle;
+mod login;
+mod lookup;
+mod ops;
+mod register;
+mod session;
