@@ -7,6 +7,7 @@ use auth_service::{
     grpc::proto::{GetMeRequest, LoginRequest},
 };
 use tonic::Code;
+use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::helpers::{
     ChaosProxy, PASSWORD, TestApp, login, postgres_addr, redis_addr, register, registration,
@@ -80,9 +81,16 @@ async fn postgres_outage_restarts_the_user_store_which_then_recovers() {
     let store = actor(&report, "UserStore");
     assert!(store["restarts"].as_u64().unwrap_or(0) >= 1, "supervisor restarted it: {store}");
     assert!(store["last_error"]["message"].as_str().unwrap_or("").contains("postgres"), "{store}");
+    // The Metrics actor notices too: gRPC health and its report flip.
+    app.wait_grpc_health("postgres", ServingStatus::NotServing, Duration::from_secs(10)).await;
+    app.wait_grpc_health("", ServingStatus::NotServing, Duration::from_secs(10)).await;
+    app.wait_grpc_health("redis", ServingStatus::Serving, Duration::from_secs(10)).await;
+    assert_eq!(actor_report(&app).await["dependencies"]["postgres"]["up"], false);
 
     proxy.restore();
     app.wait_ready(Duration::from_secs(20)).await;
+    app.wait_grpc_health("", ServingStatus::Serving, Duration::from_secs(10)).await;
+    assert_eq!(actor_report(&app).await["dependencies"]["postgres"]["up"], true);
     let email = unique_email();
     register(&mut client, &email, PASSWORD).await;
     login(&mut client, &email, PASSWORD).await;

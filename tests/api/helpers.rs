@@ -182,6 +182,34 @@ impl TestApp {
         }
     }
 
+    /// Waits until grpc.health.v1 reports `service` as `wanted`.
+    pub async fn wait_grpc_health(
+        &self,
+        service: &str,
+        wanted: tonic_health::pb::health_check_response::ServingStatus,
+        limit: Duration,
+    ) {
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        let channel =
+            Channel::from_shared(format!("http://{}", self.grpc_addr)).expect("uri").connect_lazy();
+        let mut health = HealthClient::new(channel);
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let status = health
+                .check(HealthCheckRequest { service: service.into() })
+                .await
+                .map(|r| r.into_inner().status());
+            if status.as_ref().is_ok_and(|s| *s == wanted) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{service:?}: {status:?}, wanted {wanted:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// A plain HTTP/1.1 GET on the ops port: (status, body).
     pub async fn get(&self, path: &str) -> (u16, String) {
         http_get(self.http_addr, path).await

@@ -121,7 +121,8 @@ async fn the_binary_serves_and_exits_cleanly_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
+    let killed =
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
     assert!(killed.success());
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     let status = loop {

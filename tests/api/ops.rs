@@ -1,8 +1,8 @@
+use std::time::Duration;
+
 use tokio_stream::StreamExt as _;
 use tonic::transport::Channel;
-use tonic_health::pb::{
-    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
-};
+use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::helpers::TestApp;
 
@@ -44,23 +44,9 @@ async fn metrics_are_served_in_prometheus_text() {
 #[tokio::test(flavor = "multi_thread")]
 async fn grpc_health_reports_the_api_and_each_dependency() {
     let app = TestApp::spawn().await;
-    let channel =
-        Channel::from_shared(format!("http://{}", app.grpc_addr)).expect("uri").connect_lazy();
-    let mut health = HealthClient::new(channel);
     // The sampler publishes within a tick of readiness.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     for service in ["", "userService.UserService", "postgres", "redis"] {
-        loop {
-            let status = health
-                .check(HealthCheckRequest { service: service.into() })
-                .await
-                .map(|r| r.into_inner().status());
-            if matches!(status, Ok(ServingStatus::Serving)) {
-                break;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "{service:?}: {status:?}");
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        app.wait_grpc_health(service, ServingStatus::Serving, Duration::from_secs(10)).await;
     }
 }
 

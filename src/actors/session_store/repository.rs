@@ -111,20 +111,28 @@ impl RedisSessionRepository {
         }
     }
 
-    /// The session's user, with the cached copy of that user if present.
+    /// The session's user, with the cached copy of that user if present:
+    /// GetMe's whole Redis work, on one pooled connection.
     pub async fn resolve_session(
         &self,
         id: &SessionId,
     ) -> Result<Option<ResolvedSession>, DependencyError> {
         let key = self.session_key(id);
-        let user_id: Option<String> =
-            self.run("get_session", async |conn| conn.get(&key).await).await?;
-        let Some(user_id) = user_id else { return Ok(None) };
-        let user_id = UserId::parse(&user_id).map_err(|_| {
-            DependencyError::rejected(REDIS, "get_session", "malformed session value")
-        })?;
-        let cached_user = self.cached_user(user_id).await?;
-        Ok(Some(ResolvedSession { user_id, cached_user }))
+        let found = self
+            .run("get_session", async |conn| {
+                let user_id: Option<String> = conn.get(&key).await?;
+                let Some(user_id) = user_id.and_then(|u| UserId::parse(&u).ok()) else {
+                    return Ok(None);
+                };
+                let cached: Option<String> = conn.get(self.user_key(user_id)).await?;
+                Ok(Some((user_id, cached)))
+            })
+            .await?;
+        Ok(found.map(|(user_id, cached)| ResolvedSession {
+            user_id,
+            // An undecodable entry (older format) is a miss, not an error.
+            cached_user: cached.and_then(|json| serde_json::from_str(&json).ok()),
+        }))
     }
 
     /// Ends a session; `false` if there was none.
