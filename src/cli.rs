@@ -37,6 +37,9 @@ pub enum Command {
     /// Manage admin accounts.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Exit 0 if the local service reports ready on /health/ready, else 1
+    /// (for container HEALTHCHECKs: the image has no curl).
+    Healthcheck,
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +110,7 @@ pub fn ensure_admin(
         let users = PgUserRepository::new(
             user_repo::build_pool(&settings.postgres),
             settings.postgres.query_timeout(),
+            unexported_timings(),
         );
         if let Some(user) = users.promote_to_admin(&email).await? {
             forget_cached(settings, user.id).await;
@@ -163,7 +167,12 @@ async fn forget_cached(settings: &Settings, id: UserId) {
         max_login_failures: settings.login.max_failures,
         failure_window: std::time::Duration::from_secs(settings.login.window_secs),
     };
-    let repo = RedisSessionRepository::new(pool, settings.redis.key_prefix.clone(), policy);
+    let repo = RedisSessionRepository::new(
+        pool,
+        settings.redis.key_prefix.clone(),
+        policy,
+        unexported_timings(),
+    );
     if let Err(e) = repo.invalidate_user(id).await {
         let _ = writeln!(
             std::io::stderr(),
@@ -192,4 +201,35 @@ fn read_password() -> Result<String, CliError> {
         ));
     }
     Ok(password.to_owned())
+}
+
+/// `auth-service healthcheck`: GET /health/ready on the configured ops port,
+/// over loopback.
+pub fn healthcheck(settings: &Settings) -> Result<String, CliError> {
+    use std::{io::Read as _, net::TcpStream, time::Duration};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], settings.http.addr.port()));
+    let timeout = Duration::from_secs(2);
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(stream, "GET /health/ready HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status_line = response.lines().next().unwrap_or_default().to_owned();
+    if status_line.split_whitespace().nth(1) == Some("200") {
+        Ok("ready".to_owned())
+    } else {
+        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        Err(CliError::Input(format!("not ready: {status_line} {body}")))
+    }
+}
+
+/// The CLI serves no /metrics: its repositories time into a registry that is
+/// never scraped.
+fn unexported_timings() -> prometheus::HistogramVec {
+    prometheus::HistogramVec::new(
+        prometheus::HistogramOpts::new("cli_dependency_operation_seconds", "unexported"),
+        &["dependency", "operation", "outcome"],
+    )
+    .unwrap_or_else(|e| unreachable!("static metric definition is valid: {e}"))
 }

@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         Command::Serve => serve(settings),
         Command::Migrate => report(cli::migrate(&settings)),
         Command::Admin(AdminCommand::Create(args)) => report(cli::admin_create(&settings, args)),
+        Command::Healthcheck => report(cli::healthcheck(&settings)),
     }
 }
 

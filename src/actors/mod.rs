@@ -109,6 +109,10 @@ impl ActorStats {
         self.name
     }
 
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     pub fn set_state(&self, state: ActorState) {
         self.state.store(state as u8, Ordering::Relaxed);
     }

@@ -57,6 +57,12 @@ pub struct Metrics {
     /// Connection checkouts that timed out, by pool (sampled from bb8).
     pub pool_timeouts: IntGaugeVec,
 
+    /// Time of one SQL statement or Redis command (pool checkout included),
+    /// by dependency, low-cardinality operation name and outcome.
+    pub dependency_seconds: HistogramVec,
+    /// 1 when the dependency answered its last health probe, else 0.
+    pub dependency_up: IntGaugeVec,
+
     /// Time to hash or verify one password, by operation and algorithm.
     pub password_hash_seconds: HistogramVec,
     /// Login attempts by outcome: `ok`, `bad_credentials`, `throttled`.
@@ -168,6 +174,21 @@ impl Metrics {
                 ),
                 &["pool"],
             )?,
+            dependency_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "auth_dependency_operation_seconds",
+                    "Time of one SQL statement or Redis command, pool checkout included.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["dependency", "operation", "outcome"],
+            )?,
+            dependency_up: IntGaugeVec::new(
+                Opts::new(
+                    "auth_dependency_up",
+                    "1 when the dependency answered its last health probe, else 0.",
+                ),
+                &["dependency"],
+            )?,
             password_hash_seconds: HistogramVec::new(
                 HistogramOpts::new(
                     "auth_password_hash_seconds",
@@ -191,7 +212,7 @@ impl Metrics {
     }
 
     fn register_all(&self) -> Result<(), prometheus::Error> {
-        let collectors: [Box<dyn Collector>; 20] = [
+        let collectors: [Box<dyn Collector>; 22] = [
             Box::new(self.grpc_started.clone()),
             Box::new(self.grpc_handled.clone()),
             Box::new(self.grpc_msg_received.clone()),
@@ -209,6 +230,8 @@ impl Metrics {
             Box::new(self.pool_max_connections.clone()),
             Box::new(self.pool_pending_gets.clone()),
             Box::new(self.pool_timeouts.clone()),
+            Box::new(self.dependency_seconds.clone()),
+            Box::new(self.dependency_up.clone()),
             Box::new(self.password_hash_seconds.clone()),
             Box::new(self.logins.clone()),
             Box::new(self.registrations.clone()),

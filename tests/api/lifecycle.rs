@@ -121,6 +121,17 @@ async fn the_binary_serves_and_exits_cleanly_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // The container HEALTHCHECK command agrees.
+    let healthcheck = || {
+        Command::new(env!("CARGO_BIN_EXE_auth-service"))
+            .arg("healthcheck")
+            .env("AUTH__HTTP__ADDR", http_addr.to_string())
+            .output()
+            .expect("healthcheck")
+            .status
+    };
+    assert!(healthcheck().success());
+
     let killed =
         Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
     assert!(killed.success());
@@ -133,6 +144,7 @@ async fn the_binary_serves_and_exits_cleanly_on_sigterm() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "exit status {status:?}");
+    assert!(!healthcheck().success(), "unhealthy once stopped");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(rest.iter().any(|l| l.contains("SIGTERM received")), "{rest:?}");
     crate::helpers::drop_database(&database);

@@ -116,6 +116,10 @@ impl MetricsSampler {
                     ),
                 };
                 act.record_pool(dependency, sample);
+                act.metrics
+                    .dependency_up
+                    .with_label_values(&[dependency.to_string().as_str()])
+                    .set(i64::from(status.up));
                 act.dependencies.insert(dependency, status);
             }
             act.sampled_at = Some(chrono::Utc::now());

@@ -119,7 +119,8 @@ impl Actor for SessionStore {
         match repository::build_pool(&self.settings) {
             Ok(pool) => {
                 let prefix = self.settings.key_prefix.clone();
-                self.repo = Some(RedisSessionRepository::new(pool, prefix, self.policy));
+                let timings = self.health.stats().metrics().dependency_seconds.clone();
+                self.repo = Some(RedisSessionRepository::new(pool, prefix, self.policy, timings));
                 // Nothing to bootstrap: usable at once, Degraded on failure.
                 self.health.set_ready(true);
             }

@@ -13,6 +13,7 @@ use bb8_redis::{
     bb8::{self, Pool, PooledConnection},
     redis::{self, AsyncCommands as _, ErrorKind, RedisError},
 };
+use prometheus::HistogramVec;
 use tracing::Instrument as _;
 
 use crate::{
@@ -62,11 +63,18 @@ pub struct RedisSessionRepository {
     pool: RedisPool,
     prefix: String,
     policy: SessionPolicy,
+    /// `auth_dependency_operation_seconds`.
+    timings: HistogramVec,
 }
 
 impl RedisSessionRepository {
-    pub fn new(pool: RedisPool, prefix: String, policy: SessionPolicy) -> Self {
-        Self { pool, prefix, policy }
+    pub fn new(
+        pool: RedisPool,
+        prefix: String,
+        policy: SessionPolicy,
+        timings: HistogramVec,
+    ) -> Self {
+        Self { pool, prefix, policy, timings }
     }
 
     pub fn pool(&self) -> &RedisPool {
@@ -223,7 +231,8 @@ impl RedisSessionRepository {
             db.system = "redis",
             db.operation = operation,
         );
-        async {
+        let started = std::time::Instant::now();
+        let result = async {
             let mut conn: PooledConnection<'_, RedisConnectionManager> =
                 self.pool.get().await.map_err(|e| match e {
                     bb8::RunError::TimedOut => DependencyError::outage(
@@ -239,7 +248,12 @@ impl RedisSessionRepository {
             command(&mut conn).await.map_err(|e| classify(operation, e))
         }
         .instrument(span)
-        .await
+        .await;
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        self.timings
+            .with_label_values(&["redis", operation, outcome])
+            .observe(started.elapsed().as_secs_f64());
+        result
     }
 }
 

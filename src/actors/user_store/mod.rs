@@ -164,6 +164,7 @@ impl Actor for UserStore {
         self.repo = Some(PgUserRepository::new(
             repository::build_pool(&self.settings),
             self.settings.query_timeout(),
+            self.health.stats().metrics().dependency_seconds.clone(),
         ));
         self.health.set_ready(false);
         self.bootstrap(ctx);

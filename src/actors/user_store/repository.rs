@@ -21,6 +21,7 @@ use diesel_async::{
         bb8::{Pool, PooledConnection},
     },
 };
+use prometheus::HistogramVec;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
@@ -167,13 +168,15 @@ pub fn build_pool(settings: &PostgresSettings) -> PgPool {
 pub struct PgUserRepository {
     pool: PgPool,
     query_timeout: Duration,
+    /// `auth_dependency_operation_seconds`.
+    timings: HistogramVec,
 }
 
 const PG: Dependency = Dependency::Postgres;
 
 impl PgUserRepository {
-    pub fn new(pool: PgPool, query_timeout: Duration) -> Self {
-        Self { pool, query_timeout }
+    pub fn new(pool: PgPool, query_timeout: Duration, timings: HistogramVec) -> Self {
+        Self { pool, query_timeout, timings }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -310,10 +313,17 @@ impl PgUserRepository {
                 self.pool.get().await.map_err(Failure::Pool)?;
             query(&mut conn).await.map_err(Failure::Query)
         };
-        tokio::time::timeout(self.query_timeout, work)
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(self.query_timeout, work)
             .instrument(span)
             .await
-            .map_err(|_| Failure::Timeout(self.query_timeout))?
+            .map_err(|_| Failure::Timeout(self.query_timeout))
+            .and_then(|r| r);
+        let outcome = if result.is_ok() { "ok" } else { "error" };
+        self.timings
+            .with_label_values(&["postgres", statement, outcome])
+            .observe(started.elapsed().as_secs_f64());
+        result
     }
 }
 
