@@ -30,7 +30,8 @@ COPY --from=build /src/target/release/auth-service /app/auth-service
 COPY config /app/config
 ENV APP_ENV=docker
 EXPOSE 5000 7070
-USER nonroot:nonroot
+# 65532 is the "nonroot" user of the distroless image.
+USER 65532:65532
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["/app/auth-service", "healthcheck"]
 ENTRYPOINT ["/app/auth-service"]

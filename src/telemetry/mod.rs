@@ -8,8 +8,11 @@
 //!   a quiet log level never silences traces (DEPENDENCIES.md, P2).
 //! - Metrics: [`metrics::Metrics`], one typed registry.
 
+mod export;
+mod json_log;
 pub mod metrics;
 
+use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
@@ -46,62 +49,66 @@ pub enum TelemetryError {
 /// Targets whose own spans and events would feed back into the exporter.
 const EXPORT_NOISE: &str = "h2=off,hyper=off,hyper_util=off,tonic=off,tower=off,opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off";
 
-/// Installs the global subscriber. Must run inside a Tokio runtime when an
-/// OTLP endpoint is set (the exporter's channel lives on it). Returns an
-/// error if a subscriber is already installed only through `Ok` with no
-/// effect: tests install one per process.
+/// OpenTelemetry's own diagnostics repeat per failed batch; the exporter
+/// wrapper reports failures once instead.
+const LOG_NOISE: &str = "opentelemetry=off,opentelemetry_sdk=off,opentelemetry_otlp=off";
+
+/// Installs the global subscriber: the log layer, and the OpenTelemetry layer
+/// (always, so every log line and every RPC has a trace id and incoming
+/// trace context is continued; spans leave the process only when an
+/// endpoint is configured). Must run inside a Tokio runtime when an endpoint
+/// is set (the exporter's channel lives on it). A second call in one process
+/// keeps the first subscriber.
 pub fn init(
     log: &LogSettings,
     tracing_settings: &TracingSettings,
 ) -> Result<TelemetryGuard, TelemetryError> {
     let filter_text = std::env::var("RUST_LOG").unwrap_or_else(|_| log.filter.clone());
-    let log_filter = EnvFilter::try_new(format!(
-        "{filter_text},opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry_otlp=warn"
-    ))
-    .map_err(|e| TelemetryError::Filter { filter: filter_text.clone(), reason: e.to_string() })?;
+    let log_filter = EnvFilter::try_new(format!("{filter_text},{LOG_NOISE}")).map_err(|e| {
+        TelemetryError::Filter { filter: filter_text.clone(), reason: e.to_string() }
+    })?;
 
     let fmt_layer = match log.format {
         LogFormat::Pretty => tracing_subscriber::fmt::layer().with_target(true).boxed(),
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .boxed(),
+        LogFormat::Json => {
+            tracing_subscriber::fmt::layer().event_format(json_log::JsonWithTraceIds).boxed()
+        }
     }
     .with_filter(log_filter);
 
-    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    // W3C `traceparent` first; `uber-trace-id` for callers still on Jaeger
+    // client libraries (the format is deprecated upstream, hence the allow).
+    #[allow(deprecated)]
+    let jaeger = opentelemetry_jaeger_propagator::Propagator::new();
+    opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
+        Box::new(TraceContextPropagator::new()),
+        Box::new(jaeger),
+    ]));
 
-    let provider = if tracing_settings.otlp_endpoint.is_empty() {
-        None
-    } else {
+    let resource =
+        Resource::builder().with_service_name(tracing_settings.service_name.clone()).build();
+    let mut provider = SdkTracerProvider::builder().with_resource(resource);
+    let endpoint = &tracing_settings.otlp_endpoint;
+    if !endpoint.is_empty() {
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_tonic()
-            .with_endpoint(tracing_settings.otlp_endpoint.clone())
+            .with_endpoint(endpoint.clone())
             .build()
             .map_err(|e| TelemetryError::Exporter {
-                endpoint: tracing_settings.otlp_endpoint.clone(),
+                endpoint: endpoint.clone(),
                 reason: e.to_string(),
             })?;
-        Some(
-            SdkTracerProvider::builder()
-                .with_batch_exporter(exporter)
-                .with_resource(
-                    Resource::builder()
-                        .with_service_name(tracing_settings.service_name.clone())
-                        .build(),
-                )
-                .build(),
-        )
-    };
+        // Batched on the SDK's own thread, bounded queue (2048 spans by
+        // default): a slow collector drops spans, never slows RPCs.
+        provider =
+            provider.with_batch_exporter(export::QuietExporter::new(exporter, endpoint.clone()));
+    }
+    let provider = provider.build();
 
-    let otel_layer = provider.as_ref().map(|provider| {
-        let tracer = provider.tracer("auth-service");
-        let otel_filter = EnvFilter::new(format!("info,{EXPORT_NOISE}"));
-        tracing_opentelemetry::layer().with_tracer(tracer).with_filter(otel_filter)
-    });
+    let otel_layer = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("auth-service"))
+        .with_filter(EnvFilter::new(format!("info,{EXPORT_NOISE}")));
 
-    // A second init (several apps in one test process) keeps the first.
     let _ = tracing_subscriber::registry().with(fmt_layer).with(otel_layer).try_init();
-    Ok(TelemetryGuard { provider })
+    Ok(TelemetryGuard { provider: Some(provider) })
 }

@@ -10,6 +10,7 @@ mod legacy;
 mod lifecycle;
 mod login;
 mod lookup;
+mod observability;
 mod ops;
 mod register;
 mod session;
