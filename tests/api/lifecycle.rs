@@ -99,6 +99,8 @@ async fn the_binary_serves_and_exits_cleanly_on_sigterm() {
         .env("AUTH__LOG__FORMAT", "json")
         .env("AUTH__ARGON2__MEMORY_KIB", "1024")
         .env("AUTH__ARGON2__ITERATIONS", "1")
+        // Nothing listens there: export fails, and must say so only once.
+        .env("AUTH__TRACING__OTLP_ENDPOINT", format!("http://{}", closed_port()))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -147,5 +149,13 @@ async fn the_binary_serves_and_exits_cleanly_on_sigterm() {
     assert!(!healthcheck().success(), "unhealthy once stopped");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(rest.iter().any(|l| l.contains("SIGTERM received")), "{rest:?}");
+    let export_warnings = rest.iter().filter(|l| l.contains("trace export failing")).count();
+    assert_eq!(export_warnings, 1, "one warning for an unreachable collector: {rest:?}");
     crate::helpers::drop_database(&database);
+}
+
+/// A loopback port nothing listens on.
+fn closed_port() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
 }

@@ -382,7 +382,7 @@ async fn a_login_with_traceparent_exports_one_connected_trace() {
         "traceparent",
         MetadataValue::try_from(format!("00-{trace_id}-{caller_span}-01")).expect("ascii"),
     );
-    client.login(login).await.expect("login");
+    let session = client.login(login).await.expect("login").into_inner().session_id;
 
     // A Jaeger-instrumented caller: `uber-trace-id` continues its trace too.
     let jaeger_trace = "0af7651916cd43dd8448eb211c80319c";
@@ -456,7 +456,11 @@ async fn a_login_with_traceparent_exports_one_connected_trace() {
         "uber-trace-id honoured"
     );
 
-    // Logs: the per-RPC line carries the caller's trace id.
+    // Logs: no secrets, and the per-RPC line carries the caller's trace id.
+    for line in &logs {
+        let text = line.to_string();
+        assert!(!text.contains(PASSWORD) && !text.contains(&session), "secret in log: {text}");
+    }
     let rpc_line = logs
         .iter()
         .find(|l| l["message"] == "rpc" && l["trace_id"] == trace_id)
