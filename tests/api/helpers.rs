@@ -428,3 +428,99 @@ pub fn reroute(url: &str, addr: SocketAddr) -> String {
     let path = rest.find(['/', '?']).map_or("", |i| &rest[i..]);
     format!("{scheme}://{userinfo}{addr}{path}")
 }
+
+// ---- the binary as a child process ----
+
+/// The built `auth-service` binary, started on loopback ephemeral ports with
+/// JSON logs, its own database and key prefix, plus `env`.
+pub struct BinaryService {
+    child: std::process::Child,
+    logs: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    database: String,
+}
+
+impl BinaryService {
+    /// Starts it and waits until it is ready (so migrated: the database
+    /// exists before anything drops it).
+    pub async fn start(env: &[(&str, String)]) -> Self {
+        use std::io::BufRead as _;
+        require_dependencies();
+        let database = unique_database();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_auth-service"));
+        command
+            .env("AUTH__GRPC__ADDR", "127.0.0.1:0")
+            .env("AUTH__HTTP__ADDR", "127.0.0.1:0")
+            .env("AUTH__POSTGRES__URL", format!("{}/{database}", postgres_server()))
+            .env("AUTH__REDIS__URL", redis_url())
+            .env("AUTH__REDIS__KEY_PREFIX", format!("test:{database}:"))
+            .env("AUTH__LOG__FORMAT", "json")
+            .env("AUTH__ARGON2__MEMORY_KIB", "1024")
+            .env("AUTH__ARGON2__ITERATIONS", "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("start binary");
+        let mut logs = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let listening: serde_json::Value = logs
+            .by_ref()
+            .map_while(Result::ok)
+            .find(|l| l.contains("auth-service listening"))
+            .and_then(|l| serde_json::from_str(&l).ok())
+            .expect("a JSON 'listening' log line");
+        let addr = |field: &str| -> SocketAddr {
+            listening["fields"][field].as_str().and_then(|a| a.parse().ok()).expect(field)
+        };
+        let service = Self {
+            grpc_addr: addr("grpc_addr"),
+            http_addr: addr("http_addr"),
+            child,
+            logs,
+            database,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while http_get(service.http_addr, "/health/ready").await.0 != 200 {
+            assert!(tokio::time::Instant::now() < deadline, "binary never became ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        service
+    }
+
+    pub async fn client(&self) -> Client {
+        let channel = Channel::from_shared(format!("http://{}", self.grpc_addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect");
+        UserServiceClient::new(channel)
+    }
+
+    /// Sends SIGTERM; returns the exit status and every later log line.
+    pub async fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        let pid = self.child.id().to_string();
+        let killed =
+            std::process::Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        assert!(killed.success());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "did not exit after SIGTERM");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let logs = self.logs.by_ref().map_while(Result::ok).collect();
+        (status, logs)
+    }
+}
+
+impl Drop for BinaryService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        drop_database(&self.database);
+    }
+}

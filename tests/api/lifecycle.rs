@@ -1,14 +1,8 @@
 //! Deadlines, graceful shutdown, and the binary itself.
 
-use std::{
-    io::{BufRead as _, BufReader},
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
-use crate::helpers::{
-    PASSWORD, TestApp, postgres_server, redis_url, registration, unique_database, unique_email,
-};
+use crate::helpers::{BinaryService, PASSWORD, TestApp, registration, unique_email};
 
 /// tonic's client enforces a deadline itself (answering CANCELLED locally),
 /// so this speaks HTTP/2 directly to see what the server answers.
@@ -90,38 +84,10 @@ fn a_bad_setting_fails_the_start_naming_the_key() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_binary_serves_and_exits_cleanly_on_sigterm() {
-    let database = unique_database();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_auth-service"))
-        .env("AUTH__GRPC__ADDR", "127.0.0.1:0")
-        .env("AUTH__HTTP__ADDR", "127.0.0.1:0")
-        .env("AUTH__POSTGRES__URL", format!("{}/{database}", postgres_server()))
-        .env("AUTH__REDIS__URL", redis_url())
-        .env("AUTH__LOG__FORMAT", "json")
-        .env("AUTH__ARGON2__MEMORY_KIB", "1024")
-        .env("AUTH__ARGON2__ITERATIONS", "1")
-        // Nothing listens there: export fails, and must say so only once.
-        .env("AUTH__TRACING__OTLP_ENDPOINT", format!("http://{}", closed_port()))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start binary");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let listening = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find(|l| l.contains("auth-service listening"))
-        .expect("listening line");
-    let log: serde_json::Value = serde_json::from_str(&listening).expect("json log line");
-    let http_addr: std::net::SocketAddr =
-        log["fields"]["http_addr"].as_str().and_then(|a| a.parse().ok()).expect("http_addr");
-
-    // Ready means migrated: the database exists before we stop and drop it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while crate::helpers::http_get(http_addr, "/health/ready").await.0 != 200 {
-        assert!(std::time::Instant::now() < deadline, "binary never became ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Nothing listens at the collector: export fails, and must say so once.
+    let collector = format!("http://{}", closed_port());
+    let service = BinaryService::start(&[("AUTH__TRACING__OTLP_ENDPOINT", collector)]).await;
+    let http_addr = service.http_addr;
 
     // The container HEALTHCHECK command agrees.
     let healthcheck = || {
@@ -134,24 +100,12 @@ async fn the_binary_serves_and_exits_cleanly_on_sigterm() {
     };
     assert!(healthcheck().success());
 
-    let killed =
-        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
-    assert!(killed.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(std::time::Instant::now() < deadline, "did not exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let (status, logs) = service.terminate().await;
     assert!(status.success(), "exit status {status:?}");
     assert!(!healthcheck().success(), "unhealthy once stopped");
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(rest.iter().any(|l| l.contains("SIGTERM received")), "{rest:?}");
-    let export_warnings = rest.iter().filter(|l| l.contains("trace export failing")).count();
-    assert_eq!(export_warnings, 1, "one warning for an unreachable collector: {rest:?}");
-    crate::helpers::drop_database(&database);
+    assert!(logs.iter().any(|l| l.contains("SIGTERM received")), "{logs:?}");
+    let export_warnings = logs.iter().filter(|l| l.contains("trace export failing")).count();
+    assert_eq!(export_warnings, 1, "one warning for an unreachable collector: {logs:?}");
 }
 
 /// A loopback port nothing listens on.

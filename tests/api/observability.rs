@@ -2,8 +2,6 @@
 
 use std::{
     collections::{BTreeSet, HashMap},
-    io::{BufRead as _, BufReader},
-    process::{Command, Stdio},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -20,8 +18,7 @@ use opentelemetry_proto::tonic::{
 use tonic::{Request, metadata::MetadataValue};
 
 use crate::helpers::{
-    PASSWORD, TestApp, http_get, postgres_server, redis_url, register, registration,
-    unique_database, unique_email, with_session,
+    BinaryService, PASSWORD, TestApp, register, registration, unique_email, with_session,
 };
 
 /// Samples of one metric: label set and value (a histogram's count).
@@ -334,44 +331,10 @@ async fn a_login_with_traceparent_exports_one_connected_trace() {
     tokio::spawn(server);
 
     // The real binary, exporting to it.
-    let database = unique_database();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_auth-service"))
-        .env("AUTH__GRPC__ADDR", "127.0.0.1:0")
-        .env("AUTH__HTTP__ADDR", "127.0.0.1:0")
-        .env("AUTH__POSTGRES__URL", format!("{}/{database}", postgres_server()))
-        .env("AUTH__REDIS__URL", redis_url())
-        .env("AUTH__REDIS__KEY_PREFIX", format!("test:{database}:"))
-        .env("AUTH__LOG__FORMAT", "json")
-        .env("AUTH__ARGON2__MEMORY_KIB", "1024")
-        .env("AUTH__ARGON2__ITERATIONS", "1")
-        .env("AUTH__TRACING__OTLP_ENDPOINT", format!("http://{otlp_addr}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start binary");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let listening: serde_json::Value = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find(|l| l.contains("auth-service listening"))
-        .and_then(|l| serde_json::from_str(&l).ok())
-        .expect("listening line");
-    let grpc_addr = listening["fields"]["grpc_addr"].as_str().expect("grpc_addr").to_owned();
-    let http_addr: std::net::SocketAddr =
-        listening["fields"]["http_addr"].as_str().and_then(|a| a.parse().ok()).expect("http_addr");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while http_get(http_addr, "/health/ready").await.0 != 200 {
-        assert!(std::time::Instant::now() < deadline, "never ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-
-    let channel = tonic::transport::Channel::from_shared(format!("http://{grpc_addr}"))
-        .expect("uri")
-        .connect()
-        .await
-        .expect("connect");
-    let mut client =
-        auth_service::grpc::proto::user_service_client::UserServiceClient::new(channel);
+    let service =
+        BinaryService::start(&[("AUTH__TRACING__OTLP_ENDPOINT", format!("http://{otlp_addr}"))])
+            .await;
+    let mut client = service.client().await;
     let email = unique_email();
     register(&mut client, &email, PASSWORD).await;
 
@@ -395,13 +358,10 @@ async fn a_login_with_traceparent_exports_one_connected_trace() {
     drop(client);
 
     // SIGTERM: the service flushes its batch of spans on the way out.
-    let killed =
-        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill");
-    assert!(killed.success());
+    let (status, logs) = service.terminate().await;
+    assert!(status.success());
     let logs: Vec<serde_json::Value> =
-        lines.map_while(Result::ok).filter_map(|l| serde_json::from_str(&l).ok()).collect();
-    assert!(child.wait().expect("wait").success());
-    crate::helpers::drop_database(&database);
+        logs.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
 
     let spans = receiver.spans.lock().expect("lock").clone();
     let trace: Vec<&Span> = spans.iter().filter(|s| hex(&s.trace_id) == trace_id).collect();
