@@ -113,6 +113,12 @@ impl ActorStats {
         &self.metrics
     }
 
+    /// Messages admitted at once; actors size their actix mailbox to match,
+    /// so admission, not actix's default of 16, is the bound callers meet.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     pub fn set_state(&self, state: ActorState) {
         self.state.store(state as u8, Ordering::Relaxed);
     }

@@ -175,6 +175,7 @@ impl Actor for MetricsSampler {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.stats.capacity());
         self.stats.set_state(ActorState::Running);
         self.sample(ctx);
         ctx.run_interval(self.interval, |act, ctx| act.sample(ctx));

@@ -115,7 +115,8 @@ impl Store for SessionStore {
 impl Actor for SessionStore {
     type Context = Context<Self>;
 
-    fn started(&mut self, _ctx: &mut Self::Context) {
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.health.stats().capacity());
         match repository::build_pool(&self.settings) {
             Ok(pool) => {
                 let prefix = self.settings.key_prefix.clone();

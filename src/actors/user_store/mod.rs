@@ -161,6 +161,7 @@ impl Actor for UserStore {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.health.stats().capacity());
         self.repo = Some(PgUserRepository::new(
             repository::build_pool(&self.settings),
             self.settings.query_timeout(),
