@@ -1,10 +1,13 @@
 //! Generates the gRPC code and the reflection descriptor set from
-//! `proto/user.proto` with protox, a pure-Rust compiler: no system `protoc`.
+//! `proto/user.proto` with protox, a pure-Rust compiler: no system `protoc`;
+//! and makes cargo rebuild when a migration changes.
 
 use std::{env, error::Error, fs, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn Error>> {
     println!("cargo:rerun-if-changed=proto");
+    // `embed_migrations!` cannot tell cargo which files it reads.
+    println!("cargo:rerun-if-changed=migrations");
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
 
     let descriptors = protox::compile(["user.proto"], ["proto"])?;

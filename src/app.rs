@@ -7,7 +7,6 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use actix_web::dev::ServerHandle;
 use tokio::{sync::oneshot, task::JoinHandle};
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic_health::server::HealthReporter;
 
 use crate::{
     actors::{
@@ -19,7 +18,8 @@ use crate::{
     },
     config::Settings,
     grpc::{
-        self, UserServiceImpl, layers::RpcLayer, proto::user_service_server::UserServiceServer,
+        self, UserServiceImpl, health::ServingState, layers::RpcLayer,
+        proto::user_service_server::UserServiceServer,
     },
     ops::{self, OpsState},
     service::AuthService,
@@ -56,7 +56,7 @@ pub struct Application {
     grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
     grpc_shutdown: oneshot::Sender<()>,
     http: ServerHandle,
-    health: HealthReporter,
+    serving: ServingState,
     drain_timeout: Duration,
 }
 
@@ -100,8 +100,8 @@ impl Application {
             metrics.clone(),
         );
 
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_not_serving::<UserServiceServer<UserServiceImpl>>().await;
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let serving = ServingState::new(reporter).await;
 
         let sampler_stats = ActorStats::new(sampler::NAME, capacity, metrics.clone());
         let sampler = MetricsSampler::start(
@@ -109,7 +109,7 @@ impl Application {
             vec![user_stats, session_stats, hasher_stats],
             users.clone(),
             sessions.clone(),
-            health.clone(),
+            serving.clone(),
             metrics.clone(),
             sampler_stats,
         );
@@ -122,16 +122,21 @@ impl Application {
             settings.lookup.public,
         );
 
-        // gRPC
-        let grpc_listener =
-            tokio::net::TcpListener::bind(settings.grpc.addr).await.map_err(|source| {
-                StartError::Bind { what: "gRPC", addr: settings.grpc.addr, source }
-            })?;
-        let grpc_addr = grpc_listener.local_addr().map_err(|source| StartError::Bind {
+        // Both ports are bound before either server starts, so a failed
+        // bind leaves nothing running.
+        let grpc_listener = bind(settings.grpc.addr, "gRPC")?;
+        let http_listener = bind(settings.http.addr, "HTTP")?;
+        let grpc_addr = local_addr(&grpc_listener, "gRPC")?;
+        let http_addr = local_addr(&http_listener, "HTTP")?;
+        grpc_listener.set_nonblocking(true).map_err(|source| StartError::Bind {
             what: "gRPC",
-            addr: settings.grpc.addr,
+            addr: grpc_addr,
             source,
         })?;
+        let grpc_listener = tokio::net::TcpListener::from_std(grpc_listener)
+            .map_err(|source| StartError::Bind { what: "gRPC", addr: grpc_addr, source })?;
+
+        // gRPC
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(grpc::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -150,20 +155,13 @@ impl Application {
             .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async {
                 let _ = shutdown_signal.await;
             });
-        let grpc_task = tokio::spawn(grpc_server);
 
         // Ops HTTP
-        let http_listener = std::net::TcpListener::bind(settings.http.addr).map_err(|source| {
-            StartError::Bind { what: "HTTP", addr: settings.http.addr, source }
-        })?;
-        let http_addr = http_listener.local_addr().map_err(|source| StartError::Bind {
-            what: "HTTP",
-            addr: settings.http.addr,
-            source,
-        })?;
-        let http_server =
-            ops::build_server(http_listener, OpsState { users, sessions, sampler }, &metrics)?;
+        let ops_state = OpsState { users, sessions, sampler, serving: serving.clone() };
+        let http_server = ops::build_server(http_listener, ops_state, &metrics)?;
         let http = http_server.handle();
+
+        let grpc_task = tokio::spawn(grpc_server);
         actix_rt::spawn(http_server);
 
         tracing::info!(%grpc_addr, %http_addr, "auth-service listening");
@@ -173,7 +171,7 @@ impl Application {
             grpc_task,
             grpc_shutdown,
             http,
-            health,
+            serving,
             drain_timeout: settings.grpc.drain_timeout(),
         })
     }
@@ -208,7 +206,9 @@ impl Application {
         }
 
         tracing::info!(drain_timeout = ?self.drain_timeout, "shutting down: draining in-flight RPCs");
-        self.health.set_not_serving::<UserServiceServer<UserServiceImpl>>().await;
+        // Readiness and gRPC health flip first, so load balancers stop
+        // routing here while in-flight RPCs finish.
+        self.serving.begin_drain(&["postgres", "redis"]).await;
         let _ = self.grpc_shutdown.send(());
         let drained = tokio::time::timeout(self.drain_timeout, &mut self.grpc_task).await;
         let result = match drained {
@@ -226,4 +226,19 @@ impl Application {
         tracing::info!("stopped");
         result
     }
+}
+
+fn bind(addr: SocketAddr, what: &'static str) -> Result<std::net::TcpListener, StartError> {
+    std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind { what, addr, source })
+}
+
+fn local_addr(
+    listener: &std::net::TcpListener,
+    what: &'static str,
+) -> Result<SocketAddr, StartError> {
+    listener.local_addr().map_err(|source| StartError::Bind {
+        what,
+        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        source,
+    })
 }

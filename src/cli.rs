@@ -79,7 +79,7 @@ pub enum CliError {
 /// `auth-service migrate`: blocking, so run it before any async runtime.
 pub fn migrate(settings: &Settings) -> Result<String, CliError> {
     let applied = migrate::prepare_database(
-        settings.postgres.url.expose(),
+        &settings.postgres.url_with_connect_timeout(),
         settings.postgres.create_database,
     )?;
     Ok(if applied.is_empty() {

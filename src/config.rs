@@ -254,6 +254,10 @@ impl Settings {
                 });
             }
         }
+        // Parsed here (not only when the session store starts) so a bad URL
+        // stops the start instead of failing every Redis call.
+        bb8_redis::redis::Client::open(self.redis.url.expose())
+            .map_err(|e| SettingsError::Invalid { key: "redis.url", reason: e.to_string() })?;
         let endpoint = &self.tracing.otlp_endpoint;
         if !endpoint.is_empty()
             && !endpoint.starts_with("http://")
@@ -285,6 +289,19 @@ impl GrpcSettings {
 impl PostgresSettings {
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// The URL with a TCP connect timeout (libpq's `connect_timeout`, whole
+    /// seconds) unless it sets one: an unreachable host then fails a connect
+    /// attempt in seconds instead of the OS's minutes.
+    pub fn url_with_connect_timeout(&self) -> String {
+        let url = self.url.expose();
+        if url.contains("connect_timeout=") {
+            return url.to_owned();
+        }
+        let secs = self.connect_timeout_ms.div_ceil(1000).max(1);
+        let separator = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{separator}connect_timeout={secs}")
     }
 
     pub fn query_timeout(&self) -> Duration {
@@ -343,6 +360,7 @@ mod tests {
         assert!(load("argon2.memory_kib", "lots").contains("argon2.memory_kib"));
         assert!(load("session.ttl_secs", "0").contains("session.ttl_secs"));
         assert!(load("postgres.url", "mysql://x").contains("postgres.url"));
+        assert!(load("redis.url", "redis://host:notaport").contains("redis.url"));
         assert!(load("grpc.addr", "not an address").contains("grpc.addr"));
         assert!(load("argon2.iterations", "0").contains("argon2"));
     }
@@ -357,6 +375,21 @@ mod tests {
             .expect("build");
         let err = Settings::from_config(config).expect_err("unknown key").to_string();
         assert!(err.contains("ttl"), "{err}");
+    }
+
+    #[test]
+    fn postgres_urls_get_a_connect_timeout() {
+        let mut s = Settings::defaults().expect("defaults");
+        s.postgres.url = SecretUrl::new("postgres://h/db");
+        s.postgres.connect_timeout_ms = 1500;
+        assert_eq!(s.postgres.url_with_connect_timeout(), "postgres://h/db?connect_timeout=2");
+        s.postgres.url = SecretUrl::new("postgres://h/db?sslmode=require");
+        assert_eq!(
+            s.postgres.url_with_connect_timeout(),
+            "postgres://h/db?sslmode=require&connect_timeout=2"
+        );
+        s.postgres.url = SecretUrl::new("postgres://h/db?connect_timeout=9");
+        assert_eq!(s.postgres.url_with_connect_timeout(), "postgres://h/db?connect_timeout=9");
     }
 
     #[test]

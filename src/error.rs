@@ -8,6 +8,8 @@
 //!   (a dependency or actor unavailable), or a bug (internal).
 //! - They become a `tonic::Status` in exactly one place,
 //!   `grpc::status::to_status`, which is also the only place they are logged.
+//! - The caller's deadline is not an error of a use case: the RPC layer
+//!   (`grpc::layers`) abandons the work and answers DEADLINE_EXCEEDED.
 
 use std::{fmt, time::Duration};
 
@@ -91,8 +93,6 @@ pub enum AuthError {
     Actor(#[from] CallError),
     #[error(transparent)]
     Dependency(#[from] DependencyError),
-    #[error("deadline exceeded")]
-    DeadlineExceeded,
     /// A bug or corrupt data: nothing the caller or a retry can fix.
     #[error("internal error: {0}")]
     Internal(String),

@@ -27,7 +27,7 @@ fn main() -> ExitCode {
 
 fn serve(settings: Settings) -> ExitCode {
     // One multi-thread Tokio runtime under the actix System: actors run on the
-    // System and arbiter threads, tonic on the Tokio workers (DEPENDENCIES §3).
+    // System and arbiter threads, tonic's connections on the Tokio workers.
     let system = actix_rt::System::with_tokio_rt(|| {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()

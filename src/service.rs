@@ -5,10 +5,12 @@
 use crate::{
     actors::{
         ActorClient,
-        password_hasher::{HashPassword, PasswordHasher, VerifyPassword},
+        password_hasher::{
+            HashError, HashPassword, PasswordHasher, Scheme, Verification, VerifyPassword,
+        },
         session_store::{
-            CacheUser, CheckLoginBlock, ClearLoginFailures, CreateSession, DeleteSession,
-            GetCachedUser, InvalidateUser, RecordLoginFailure, ResolveSession, SessionStore,
+            CacheUser, ClearLoginFailures, CreateSession, DeleteSession, GetCachedUser,
+            InvalidateUser, ReserveLoginAttempt, ResolveSession, SessionStore,
         },
         user_store::{
             CreateUser, CreateUserError, FindCredentials, FindUserByEmail, FindUserById,
@@ -59,8 +61,8 @@ impl From<CreateUserError> for AuthError {
     }
 }
 
-impl From<crate::actors::password_hasher::HashError> for AuthError {
-    fn from(err: crate::actors::password_hasher::HashError) -> Self {
+impl From<HashError> for AuthError {
+    fn from(err: HashError) -> Self {
         Self::internal("password hasher", err)
     }
 }
@@ -128,7 +130,8 @@ impl AuthService {
 
     /// Verifies credentials and opens a session. Unknown email and wrong
     /// password take the same path (one argon2 verify each) and return the
-    /// same error; failures count towards the account's throttle either way.
+    /// same error; attempts count towards the account's throttle either way
+    /// (a successful login resets it).
     pub async fn login(
         &self,
         email: &str,
@@ -137,23 +140,29 @@ impl AuthService {
         let email = Email::parse(email, "email")?;
         let password = Password::parse_existing(password)?;
 
-        if let Some(retry_after) = self.sessions.call(CheckLoginBlock(email.clone())).await?? {
+        // Counted before the verify, so parallel guesses share one budget.
+        if let Some(retry_after) = self.sessions.call(ReserveLoginAttempt(email.clone())).await?? {
             self.count_login("throttled");
             return Err(AuthError::LoginThrottled { retry_after });
         }
 
         let credentials = self.users.call(FindCredentials(email.clone())).await??;
         let stored = credentials.as_ref().map(|c| c.password_hash.clone());
-        let verification = self
-            .hasher
-            .call(VerifyPassword { password: password.clone(), stored: stored.clone() })
-            .await??;
+        let verification =
+            match self.hasher.call(VerifyPassword { password: password.clone(), stored }).await? {
+                Ok(verification) => verification,
+                // A stored hash nothing can verify is an operator's problem,
+                // not the caller's: log it, answer like a wrong password.
+                Err(e @ (HashError::UnknownFormat | HashError::Malformed(_))) => {
+                    let user_id = credentials.as_ref().map(|c| c.user.id.to_string());
+                    tracing::error!(error = %e, user_id, "unusable stored password hash");
+                    Verification { matches: false, needs_rehash: false, scheme: Scheme::Argon2id }
+                }
+                Err(other) => return Err(other.into()),
+            };
 
         let (Some(credentials), true) = (credentials, verification.matches) else {
             self.count_login("bad_credentials");
-            if let Err(e) = flatten(self.sessions.call(RecordLoginFailure(email)).await) {
-                tracing::warn!(error = %e, "could not count a failed login");
-            }
             return Err(AuthError::InvalidCredentials);
         };
 
@@ -163,7 +172,7 @@ impl AuthService {
         // The client's next call is usually GetMe.
         self.cache_in_background(user.clone());
         if let Err(e) = flatten(self.sessions.call(ClearLoginFailures(email)).await) {
-            tracing::warn!(error = %e, "could not reset failed-login counter");
+            tracing::warn!(error = %e, "could not reset the login-attempt counter");
         }
         if verification.needs_rehash {
             self.upgrade_hash(&user, credentials.password_hash, password).await;

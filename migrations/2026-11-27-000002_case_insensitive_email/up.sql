@@ -1,8 +1,9 @@
 -- Fixes the Go schema in place, keeping every row:
 -- * emails are unique regardless of letter case (the Go service let
 --   `A@x.io` and `a@x.io` coexist and then could not log either in);
--- * updated_at is always set and maintained by the database;
--- * ids get a default that needs no extension.
+-- * updated_at is always set and maintained by the database.
+-- The user_id default is left alone: the service always supplies ids, and the
+-- Go service (during a rollback) relies on its uuid_generate_v4() default.
 
 DO $$
 DECLARE
@@ -23,8 +24,7 @@ ALTER TABLE users DROP CONSTRAINT IF EXISTS users_email_key;
 UPDATE users SET updated_at = created_at WHERE updated_at IS NULL;
 ALTER TABLE users
     ALTER COLUMN updated_at SET DEFAULT now(),
-    ALTER COLUMN updated_at SET NOT NULL,
-    ALTER COLUMN user_id SET DEFAULT gen_random_uuid();
+    ALTER COLUMN updated_at SET NOT NULL;
 
 CREATE OR REPLACE FUNCTION users_touch_updated_at() RETURNS trigger
     LANGUAGE plpgsql AS

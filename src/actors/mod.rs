@@ -274,6 +274,8 @@ impl<A: Actor> ActorClient<A> {
         let envelope = Traced { msg, parent: Span::current(), ticket };
         self.addr.send(envelope).await.map_err(|err| match err {
             MailboxError::Closed => CallError::Stopped(name),
+            // Only `send(..).timeout(..)` yields this; admission above already
+            // bounds the wait, so it would mean the same: too busy.
             MailboxError::Timeout => CallError::Overloaded(name),
         })
     }
@@ -315,7 +317,8 @@ impl RestartPolicy {
 
     pub fn record_success(&mut self) {
         self.consecutive_outages = 0;
-        // A healthy spell as long as the longest backoff resets the schedule.
+        // Once the last restart is a full maximum backoff in the past, the
+        // next outage spell starts again from the initial backoff.
         if self.last_restart.is_some_and(|t| t.elapsed() >= self.max_backoff) {
             self.backoff = INITIAL_BACKOFF;
         }

@@ -8,11 +8,10 @@ use actix::{
     Actor, ActorContext as _, ActorFutureExt as _, Context, Message, ResponseActFuture,
     WrapFuture as _,
 };
-use futures_util::future::Either;
 use tracing::{Instrument as _, Span};
 
 use super::{ActorState, ActorStats, RestartPolicy, Ticket};
-use crate::error::DependencyError;
+use crate::error::{Dependency, DependencyError};
 
 /// Readiness probe of a store's dependency, plus a pool sample for metrics.
 pub struct CheckHealth;
@@ -59,13 +58,26 @@ impl Outage for DependencyError {
 pub struct StoreHealth {
     stats: Arc<ActorStats>,
     restarts: RestartPolicy,
-    /// The dependency answered since the last (re)start.
+    /// The repository may be used (for the user store: schema migrated).
     ready: bool,
+    /// Repository calls running now.
+    in_flight: usize,
+    /// A restart was decided; it happens once `in_flight` drains, so work
+    /// that already reached the dependency (a committed INSERT) still gets
+    /// its true answer.
+    restart_pending: bool,
 }
 
 impl StoreHealth {
     pub fn new(stats: Arc<ActorStats>, restarts: RestartPolicy) -> Self {
-        Self { stats, restarts, ready: false }
+        Self { stats, restarts, ready: false, in_flight: 0, restart_pending: false }
+    }
+
+    /// Forgets per-incarnation state; called when the supervisor restarts.
+    pub fn reset(&mut self) {
+        self.in_flight = 0;
+        self.restart_pending = false;
+        self.set_ready(false);
     }
 
     pub fn stats(&self) -> &Arc<ActorStats> {
@@ -81,27 +93,33 @@ impl StoreHealth {
         self.stats.set_state(if ready { ActorState::Running } else { ActorState::Starting });
     }
 
-    /// Records an outcome; `true` means the actor should restart now.
+    /// Records the outcome of a repository call; `true` means the actor
+    /// should restart now (the decision is deferred until in-flight calls
+    /// finish).
     fn observe<E: Outage + fmt::Display>(&mut self, error: Option<&E>) -> bool {
+        self.in_flight = self.in_flight.saturating_sub(1);
         match error {
             Some(e) if e.is_outage() => {
                 self.stats.record_error(e.to_string());
                 self.stats.set_state(ActorState::Degraded);
-                self.restarts.record_outage(Instant::now())
+                if self.restarts.record_outage(Instant::now()) {
+                    self.restart_pending = true;
+                }
             }
             _ => {
                 self.restarts.record_success();
                 if self.ready {
                     self.stats.set_state(ActorState::Running);
                 }
-                false
             }
         }
+        self.restart_pending && self.in_flight == 0
     }
 }
 
 pub trait Store: Actor<Context = Context<Self>> {
     const NAME: &'static str;
+    const DEPENDENCY: Dependency;
     type Repo: 'static;
 
     fn health(&mut self) -> &mut StoreHealth;
@@ -111,7 +129,9 @@ pub trait Store: Actor<Context = Context<Self>> {
 
     /// Runs a repository call as a future the context polls alongside others
     /// (so the actor takes the next message at once). The ticket is released
-    /// with the reply; the outcome feeds the restart policy.
+    /// with the reply; the outcome feeds the restart policy. Calls refused
+    /// before reaching the dependency (not ready yet, restart pending) do not:
+    /// a slow migration is not an outage.
     fn run<T, E, Fut>(
         &mut self,
         span: Span,
@@ -124,10 +144,20 @@ pub trait Store: Actor<Context = Context<Self>> {
         E: From<DependencyError> + Outage + fmt::Display + 'static,
         Fut: Future<Output = Result<T, E>> + 'static,
     {
-        let work = match self.repo(operation) {
-            Ok(repo) => Either::Left(call(repo)),
-            Err(e) => Either::Right(std::future::ready(Err(E::from(e)))),
+        let repo = if self.health().restart_pending {
+            Err(DependencyError::outage(Self::DEPENDENCY, operation, "restarting its pool"))
+        } else {
+            self.repo(operation)
         };
+        let repo = match repo {
+            Ok(repo) => repo,
+            Err(e) => {
+                drop(ticket);
+                return Box::pin(actix::fut::ready(Err(E::from(e))));
+            }
+        };
+        self.health().in_flight += 1;
+        let work = call(repo);
         Box::pin(work.instrument(span).into_actor(self).map(move |result, act, ctx| {
             drop(ticket);
             if act.health().observe(result.as_ref().err()) {

@@ -84,8 +84,8 @@ where
             otel.kind = "server",
             otel.status_code = Empty,
             rpc.system = "grpc",
-            rpc.service = %rpc.service,
-            rpc.method = %rpc.method,
+            rpc.service = rpc.service,
+            rpc.method = rpc.method,
             rpc.grpc.status_code = Empty,
         );
         let parent = opentelemetry::global::get_text_map_propagator(|p| {
@@ -127,25 +127,37 @@ where
     }
 }
 
-/// `/package.Service/Method`, split; unknown shapes are labelled as such.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The RPCs this server serves, with their go-grpc-prometheus type. Metric
+/// labels come only from this list: any other path is `unknown`, so a
+/// scanner cannot mint new time series.
+const KNOWN_RPCS: &[(&str, &str, &str)] = &[
+    ("userService.UserService", "Register", "unary"),
+    ("userService.UserService", "FindByEmail", "unary"),
+    ("userService.UserService", "FindByID", "unary"),
+    ("userService.UserService", "Login", "unary"),
+    ("userService.UserService", "GetMe", "unary"),
+    ("userService.UserService", "Logout", "unary"),
+    ("grpc.health.v1.Health", "Check", "unary"),
+    ("grpc.health.v1.Health", "Watch", "server_stream"),
+    ("grpc.reflection.v1.ServerReflection", "ServerReflectionInfo", "bidi_stream"),
+    ("grpc.reflection.v1alpha.ServerReflection", "ServerReflectionInfo", "bidi_stream"),
+];
+
+/// `/package.Service/Method` of a known RPC, or `unknown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct RpcName {
-    service: String,
-    method: String,
+    service: &'static str,
+    method: &'static str,
     kind: &'static str,
 }
 
 impl RpcName {
     fn parse(path: &str) -> Self {
-        let mut parts = path.trim_start_matches('/').splitn(2, '/');
-        let service = parts.next().filter(|s| !s.is_empty()).unwrap_or("unknown").to_owned();
-        let method = parts.next().filter(|s| !s.is_empty()).unwrap_or("unknown").to_owned();
-        let kind = match (service.as_str(), method.as_str()) {
-            ("grpc.health.v1.Health", "Watch") => "server_stream",
-            (s, "ServerReflectionInfo") if s.starts_with("grpc.reflection.") => "bidi_stream",
-            _ => "unary",
-        };
-        Self { service, method, kind }
+        let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or(("", ""));
+        KNOWN_RPCS.iter().find(|(s, m, _)| *s == service && *m == method).map_or(
+            Self { service: "unknown", method: "unknown", kind: "unary" },
+            |&(service, method, kind)| Self { service, method, kind },
+        )
     }
 
     fn full_name(&self) -> String {
@@ -164,7 +176,7 @@ struct Recorder {
 
 impl Recorder {
     fn start(metrics: Metrics, rpc: RpcName, span: Span) -> Self {
-        let labels = [rpc.kind, rpc.service.as_str(), rpc.method.as_str()];
+        let labels = [rpc.kind, rpc.service, rpc.method];
         metrics.grpc_started.with_label_values(&labels).inc();
         if rpc.kind == "unary" || rpc.kind == "server_stream" {
             metrics.grpc_msg_received.with_label_values(&labels).inc();
@@ -198,7 +210,7 @@ impl Recorder {
         }
         self.finished = true;
         let elapsed = self.started.elapsed();
-        let labels = [self.rpc.kind, self.rpc.service.as_str(), self.rpc.method.as_str()];
+        let labels = [self.rpc.kind, self.rpc.service, self.rpc.method];
         let m = &self.metrics;
         m.grpc_handled
             .with_label_values(&[labels[0], labels[1], labels[2], go_code_name(code)])
@@ -360,7 +372,7 @@ mod tests {
     fn parses_rpc_paths() {
         let rpc = RpcName::parse("/userService.UserService/Login");
         assert_eq!(
-            (rpc.service.as_str(), rpc.method.as_str(), rpc.kind),
+            (rpc.service, rpc.method, rpc.kind),
             ("userService.UserService", "Login", "unary")
         );
         assert_eq!(RpcName::parse("/grpc.health.v1.Health/Watch").kind, "server_stream");
@@ -368,7 +380,10 @@ mod tests {
             RpcName::parse("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo").kind,
             "bidi_stream"
         );
-        assert_eq!(RpcName::parse("/").service, "unknown");
+        for junk in ["/", "", "/x/y", "/userService.UserService/Nope", "/a/b/c"] {
+            let rpc = RpcName::parse(junk);
+            assert_eq!((rpc.service, rpc.method), ("unknown", "unknown"), "{junk}");
+        }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! plus reflection and `grpc.health.v1`. Translates only: protobuf in,
 //! use case, protobuf or a status out.
 
+pub mod health;
 pub mod layers;
 mod service;
 pub mod status;

@@ -28,7 +28,6 @@ pub fn to_status(err: AuthError) -> Status {
         AuthError::Dependency(_) | AuthError::Internal(_) => {
             (Code::Internal, "internal error".to_owned())
         }
-        AuthError::DeadlineExceeded => (Code::DeadlineExceeded, err.to_string()),
     };
 
     // Client mistakes are routine: debug. Load and outages: warn. Bugs: error.
@@ -87,7 +86,6 @@ mod tests {
                 Code::Internal,
             ),
             (AuthError::Internal("x".into()), Code::Internal),
-            (AuthError::DeadlineExceeded, Code::DeadlineExceeded),
         ];
         for (err, code) in cases {
             let shown = format!("{err:?}");

@@ -7,11 +7,14 @@ use serde_json::json;
 
 use actix::{Actor, Handler, dev::ToEnvelope};
 
-use crate::actors::{
-    ActorClient, CheckHealth, Traced,
-    metrics::{GetActorReport, MetricsSampler},
-    session_store::SessionStore,
-    user_store::UserStore,
+use crate::{
+    actors::{
+        ActorClient, CheckHealth, Traced,
+        metrics::{GetActorReport, MetricsSampler},
+        session_store::SessionStore,
+        user_store::UserStore,
+    },
+    grpc::health::ServingState,
 };
 
 /// How long a readiness probe waits for each store. Kubernetes' default
@@ -23,6 +26,7 @@ pub struct OpsState {
     pub users: ActorClient<UserStore>,
     pub sessions: ActorClient<SessionStore>,
     pub sampler: ActorClient<MetricsSampler>,
+    pub serving: ServingState,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -35,9 +39,12 @@ async fn live() -> HttpResponse {
 }
 
 /// 200 when Postgres and Redis both answer through their actors; otherwise
-/// 503 naming each dependency that did not.
+/// 503 naming each dependency that did not. 503 as soon as shutdown begins.
 #[get("/health/ready")]
 async fn ready(state: web::Data<OpsState>) -> HttpResponse {
+    if state.serving.is_draining() {
+        return HttpResponse::ServiceUnavailable().json(json!({ "status": "shutting down" }));
+    }
     let (postgres, redis) = tokio::join!(probe(&state.users), probe(&state.sessions));
     let mut failed = serde_json::Map::new();
     if let Some(e) = postgres {

@@ -5,7 +5,8 @@
 //! - Traces: `tracing-opentelemetry` → OTLP/gRPC (Jaeger ingests OTLP
 //!   natively; the `opentelemetry-jaeger` exporter is deprecated upstream).
 //!   Off when no endpoint is configured. The OTel layer has its own filter so
-//!   a quiet log level never silences traces (DEPENDENCIES.md, P2).
+//!   a quiet log level never silences traces (a global filter
+//!   would: with `RUST_LOG=warn` no span would be exported).
 //! - Metrics: [`metrics::Metrics`], one typed registry.
 
 mod export;

@@ -54,11 +54,60 @@ async fn shutdown_lets_in_flight_rpcs_finish() {
     let email = unique_email();
     let in_flight =
         tokio::spawn(async move { client.register(registration(&email, PASSWORD)).await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Stop only once the registration is hashing.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = app.get("/health/actors").await;
+        let report: serde_json::Value = serde_json::from_str(&body).expect("json");
+        let hasher = report["actors"]
+            .as_array()
+            .and_then(|a| a.iter().find(|x| x["name"] == "PasswordHasher"))
+            .cloned();
+        if hasher.is_some_and(|h| h["in_flight"].as_u64() >= Some(1)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the registration never reached the hasher"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let grpc_addr = app.grpc_addr;
     app.stop();
     in_flight.await.expect("task").expect("the in-flight registration completed");
     assert!(tokio::net::TcpStream::connect(grpc_addr).await.is_err(), "no longer accepting");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn draining_flips_health_and_ends_watch_streams() {
+    use tokio_stream::StreamExt as _;
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+
+    let mut app = TestApp::spawn_with(|s| s.grpc.drain_timeout_secs = 30).await;
+    app.wait_grpc_health("", ServingStatus::Serving, Duration::from_secs(10)).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.grpc_addr))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut watch = HealthClient::new(channel)
+        .watch(HealthCheckRequest { service: String::new() })
+        .await
+        .expect("watch")
+        .into_inner();
+    assert_eq!(watch.next().await.expect("first").expect("ok").status(), ServingStatus::Serving);
+
+    let stopping = std::time::Instant::now();
+    app.stop();
+    // An open Watch stream must not hold the drain for its whole timeout.
+    assert!(stopping.elapsed() < Duration::from_secs(15), "drain waited {:?}", stopping.elapsed());
+    let mut seen = Vec::new();
+    while let Some(Ok(update)) = watch.next().await {
+        seen.push(update.status());
+    }
+    assert_eq!(seen.last(), Some(&ServingStatus::NotServing), "watchers told before the end");
 }
 
 #[test]

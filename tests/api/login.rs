@@ -121,3 +121,28 @@ async fn a_successful_login_resets_the_failure_count() {
     }
     login(&mut client, &email, PASSWORD).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parallel_guesses_share_one_budget() {
+    let app = TestApp::spawn_with(|s| s.login.max_failures = 5).await;
+    let mut client = app.client();
+    let email = unique_email();
+    register(&mut client, &email, PASSWORD).await;
+    let guesses = (0..20).map(|i| {
+        let mut client = app.client();
+        let email = email.clone();
+        tokio::spawn(async move {
+            client.login(credentials(&email, &format!("guess number {i}"))).await
+        })
+    });
+    let mut wrong = 0;
+    let mut throttled = 0;
+    for guess in futures_util::future::join_all(guesses).await {
+        match guess.expect("task").expect_err("all wrong").code() {
+            Code::Unauthenticated => wrong += 1,
+            Code::ResourceExhausted => throttled += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((wrong, throttled), (5, 15), "only max_failures guesses reach the hasher");
+}

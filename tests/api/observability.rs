@@ -368,12 +368,12 @@ async fn a_login_with_traceparent_exports_one_connected_trace() {
     let names: BTreeSet<&str> = trace.iter().map(|s| s.name.as_str()).collect();
     for expected in [
         "userService.UserService/Login",
-        "SessionStore.CheckLoginBlock",
+        "SessionStore.ReserveLoginAttempt",
         "UserStore.FindCredentials",
         "PasswordHasher.VerifyPassword",
         "SessionStore.CreateSession",
         "postgres select_user_by_email",
-        "redis get_login_failures",
+        "redis reserve_login_attempt",
         "redis create_session",
     ] {
         assert!(names.contains(expected), "{expected} in {names:?}");

@@ -13,18 +13,14 @@ use actix::{
     Supervisor, WrapFuture as _,
 };
 use serde::Serialize;
-use tonic_health::{ServingStatus, server::HealthReporter};
 
 use super::{
     ActorClient, ActorSnapshot, ActorState, ActorStats, CheckHealth, PoolSample, Traced,
     session_store::SessionStore, user_store::UserStore,
 };
-use crate::{error::Dependency, telemetry::metrics::Metrics};
+use crate::{error::Dependency, grpc::health::ServingState, telemetry::metrics::Metrics};
 
 pub const NAME: &str = "Metrics";
-
-/// The gRPC health service name covering the whole API.
-pub const GRPC_SERVICE: &str = "userService.UserService";
 
 /// What `/health/actors` returns.
 #[derive(Debug, Clone, Serialize, actix::MessageResponse)]
@@ -52,12 +48,14 @@ pub struct MetricsSampler {
     actors: Vec<Arc<ActorStats>>,
     users: ActorClient<UserStore>,
     sessions: ActorClient<SessionStore>,
-    health: HealthReporter,
+    serving: ServingState,
     metrics: Metrics,
     stats: Arc<ActorStats>,
     dependencies: BTreeMap<Dependency, DependencyStatus>,
     sampled_at: Option<chrono::DateTime<chrono::Utc>>,
     resample_scheduled: bool,
+    /// A probe is out; the next tick skips rather than racing it.
+    probe_pending: bool,
 }
 
 /// Re-sample delay while a dependency is down.
@@ -70,7 +68,7 @@ impl MetricsSampler {
         actors: Vec<Arc<ActorStats>>,
         users: ActorClient<UserStore>,
         sessions: ActorClient<SessionStore>,
-        health: HealthReporter,
+        serving: ServingState,
         metrics: Metrics,
         stats: Arc<ActorStats>,
     ) -> ActorClient<Self> {
@@ -79,12 +77,13 @@ impl MetricsSampler {
             actors,
             users,
             sessions,
-            health,
+            serving,
             metrics,
             stats: Arc::clone(&stats),
             dependencies: BTreeMap::new(),
             sampled_at: None,
             resample_scheduled: false,
+            probe_pending: false,
         };
         let addr = Supervisor::start(move |_| sampler);
         ActorClient::new(addr, stats)
@@ -97,6 +96,10 @@ impl MetricsSampler {
             self.metrics.actor_mailbox_queued.with_label_values(&label).set(snap.queued as i64);
             self.metrics.actor_in_flight.with_label_values(&label).set(snap.in_flight as i64);
         }
+        if self.probe_pending {
+            return;
+        }
+        self.probe_pending = true;
         let users = self.users.clone();
         let sessions = self.sessions.clone();
         let probes = async move {
@@ -104,6 +107,7 @@ impl MetricsSampler {
             [(Dependency::Postgres, pg), (Dependency::Redis, redis)]
         };
         ctx.spawn(probes.into_actor(self).map(|results, act, ctx| {
+            act.probe_pending = false;
             for (dependency, result) in results {
                 let (status, sample) = match result {
                     Ok((Ok(()), sample)) => (DependencyStatus { up: true, error: None }, sample),
@@ -152,22 +156,12 @@ impl MetricsSampler {
             .set(i64::try_from(sample.timeouts).unwrap_or(i64::MAX));
     }
 
-    /// Mirrors dependency status into grpc.health.v1: one entry per
-    /// dependency, and the API (plus "") serving only when all are up.
+    /// Mirrors dependency status into grpc.health.v1.
     fn publish_health(&self) {
-        let reporter = self.health.clone();
+        let serving = self.serving.clone();
         let statuses: Vec<(String, bool)> =
             self.dependencies.iter().map(|(d, s)| (d.to_string(), s.up)).collect();
-        let all_up = statuses.iter().all(|(_, up)| *up);
-        actix::spawn(async move {
-            let status =
-                |up: bool| if up { ServingStatus::Serving } else { ServingStatus::NotServing };
-            for (name, up) in statuses {
-                reporter.set_service_status(name, status(up)).await;
-            }
-            reporter.set_service_status(GRPC_SERVICE, status(all_up)).await;
-            reporter.set_service_status("", status(all_up)).await;
-        });
+        actix::spawn(async move { serving.publish(&statuses).await });
     }
 }
 
@@ -189,6 +183,9 @@ impl Actor for MetricsSampler {
 impl Supervised for MetricsSampler {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
         self.stats.record_restart();
+        // The context dropped the pending probe and timer with the old run.
+        self.probe_pending = false;
+        self.resample_scheduled = false;
     }
 }
 

@@ -54,15 +54,11 @@ impl Message for InvalidateUser {
     type Result = Result<(), DependencyError>;
 }
 
-/// `Some(retry_after)` if the account may not log in now.
-pub struct CheckLoginBlock(pub Email);
-impl Message for CheckLoginBlock {
+/// Counts a login attempt against the account's budget; `Some(retry_after)`
+/// if the budget is spent and the attempt must be refused.
+pub struct ReserveLoginAttempt(pub Email);
+impl Message for ReserveLoginAttempt {
     type Result = Result<Option<Duration>, DependencyError>;
-}
-
-pub struct RecordLoginFailure(pub Email);
-impl Message for RecordLoginFailure {
-    type Result = Result<u32, DependencyError>;
 }
 
 pub struct ClearLoginFailures(pub Email);
@@ -99,6 +95,7 @@ impl SessionStore {
 
 impl Store for SessionStore {
     const NAME: &'static str = NAME;
+    const DEPENDENCY: Dependency = Dependency::Redis;
     type Repo = RedisSessionRepository;
 
     fn health(&mut self) -> &mut StoreHealth {
@@ -141,6 +138,7 @@ impl Actor for SessionStore {
 impl Supervised for SessionStore {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
         self.health.stats().record_restart();
+        self.health.reset();
         self.repo = None;
     }
 }
@@ -172,10 +170,8 @@ handle_with_repo!(CacheUser => (), "cache_user",
     |repo, CacheUser(user)| repo.cache_user(&user));
 handle_with_repo!(InvalidateUser => (), "invalidate_user",
     |repo, InvalidateUser(id)| repo.invalidate_user(id));
-handle_with_repo!(CheckLoginBlock => Option<Duration>, "get_login_failures",
-    |repo, CheckLoginBlock(email)| repo.login_block(&email));
-handle_with_repo!(RecordLoginFailure => u32, "record_login_failure",
-    |repo, RecordLoginFailure(email)| repo.record_login_failure(&email));
+handle_with_repo!(ReserveLoginAttempt => Option<Duration>, "reserve_login_attempt",
+    |repo, ReserveLoginAttempt(email)| repo.reserve_login_attempt(&email));
 handle_with_repo!(ClearLoginFailures => (), "clear_login_failures",
     |repo, ClearLoginFailures(email)| repo.clear_login_failures(&email));
 

@@ -4,7 +4,8 @@
 //!
 //! - `session:<digest of id>` → user id, expires with the session
 //! - `user:<uuid>` → cached user (JSON, no password material)
-//! - `login_failures:<digest of email>` → failures in the current window
+//! - `login_attempts:<digest of email>` → attempts since the window began
+//!   (cleared by a successful login)
 
 use std::time::Duration;
 
@@ -43,6 +44,7 @@ pub fn build_pool(settings: &RedisSettings) -> Result<RedisPool, DependencyError
     Ok(Pool::builder()
         .max_size(settings.pool_max_size)
         .connection_timeout(settings.connect_timeout())
+        // One connect attempt per checkout, as for Postgres.
         .retry_connection(false)
         // bb8-redis never reports a broken connection, so each checkout is
         // validated with a PING; a dead multiplexed connection is replaced
@@ -90,7 +92,7 @@ impl RedisSessionRepository {
     }
 
     fn failures_key(&self, email: &Email) -> String {
-        format!("{}login_failures:{}", self.prefix, email.storage_key())
+        format!("{}login_attempts:{}", self.prefix, email.storage_key())
     }
 
     pub async fn create_session(&self, user: UserId) -> Result<SessionId, DependencyError> {
@@ -171,26 +173,18 @@ impl RedisSessionRepository {
         self.run("invalidate_user", async |conn| conn.del::<_, ()>(&key).await).await
     }
 
-    /// `Some(retry_after)` when the account has used up its failed logins.
-    pub async fn login_block(&self, email: &Email) -> Result<Option<Duration>, DependencyError> {
-        let key = self.failures_key(email);
-        let (count, ttl): (Option<u32>, i64) = self
-            .run("get_login_failures", async |conn| {
-                redis::pipe().get(&key).ttl(&key).query_async(conn).await
-            })
-            .await?;
-        let blocked = count.unwrap_or(0) >= self.policy.max_login_failures;
-        // TTL is -1 without expiry and -2 when gone: retry in a second.
-        Ok(blocked.then(|| Duration::from_secs(u64::try_from(ttl).unwrap_or(1).max(1))))
-    }
-
-    /// Counts a failed login in the account's window (which starts at the
-    /// first failure); returns the failures so far.
-    pub async fn record_login_failure(&self, email: &Email) -> Result<u32, DependencyError> {
+    /// Takes one login attempt from the account's budget before the password
+    /// is checked, atomically, so concurrent guesses cannot all slip past the
+    /// limit. `Some(retry_after)` when the budget for this window is spent.
+    /// The window starts at the first attempt; a successful login clears it.
+    pub async fn reserve_login_attempt(
+        &self,
+        email: &Email,
+    ) -> Result<Option<Duration>, DependencyError> {
         let key = self.failures_key(email);
         let window = self.policy.failure_window.as_secs();
-        let (count,): (u32,) = self
-            .run("record_login_failure", async |conn| {
+        let (attempts, ttl): (u32, i64) = self
+            .run("reserve_login_attempt", async |conn| {
                 redis::pipe()
                     .atomic()
                     .cmd("SET")
@@ -201,11 +195,14 @@ impl RedisSessionRepository {
                     .arg("NX")
                     .ignore()
                     .incr(&key, 1)
+                    .ttl(&key)
                     .query_async(conn)
                     .await
             })
             .await?;
-        Ok(count)
+        let allowed = attempts <= self.policy.max_login_failures;
+        // TTL is -1 without expiry and -2 when gone: retry in a second.
+        Ok((!allowed).then(|| Duration::from_secs(u64::try_from(ttl).unwrap_or(1).max(1))))
     }
 
     pub async fn clear_login_failures(&self, email: &Email) -> Result<(), DependencyError> {

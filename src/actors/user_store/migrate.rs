@@ -3,9 +3,11 @@
 //! take turns instead of racing.
 //!
 //! Blocking by design (diesel's migration harness is synchronous): call it
-//! from a thread that is not running an async runtime. The
-//! `AsyncConnectionWrapper` then drives the async connection on a runtime of
-//! its own (DEPENDENCIES.md §4).
+//! from a thread that is not running an async runtime (inside one it panics:
+//! "Cannot start a runtime from within a runtime"). It drives the async
+//! connection through `AsyncConnectionWrapper` on a runtime of its own.
+
+use std::time::{Duration, Instant};
 
 use diesel::{Connection as _, RunQueryDsl as _, sql_types::BigInt};
 use diesel_async::{AsyncPgConnection, async_connection_wrapper::AsyncConnectionWrapper};
@@ -35,6 +37,15 @@ pub enum BootstrapError {
 /// Ensures the database exists and its schema is current. Returns the
 /// versions of the migrations it applied (empty when already current).
 pub fn prepare_database(url: &str, create_database: bool) -> Result<Vec<String>, BootstrapError> {
+    // The wrapper would build an IO-only runtime of its own; the connect
+    // timeout needs timers, so give it a complete one to run on.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("pg-migrate-io")
+        .enable_all()
+        .build()
+        .map_err(|e| BootstrapError::Connect(format!("cannot start a runtime: {e}")))?;
+    let _entered = runtime.enter();
     let mut conn = match SyncPg::establish(url) {
         Ok(conn) => conn,
         Err(err) if is_missing_database(&err.to_string()) => {
@@ -48,10 +59,7 @@ pub fn prepare_database(url: &str, create_database: bool) -> Result<Vec<String>,
         Err(err) => return Err(BootstrapError::Connect(err.to_string())),
     };
 
-    diesel::sql_query("SELECT pg_advisory_lock($1)")
-        .bind::<BigInt, _>(MIGRATION_LOCK)
-        .execute(&mut conn)
-        .map_err(|e| BootstrapError::Migration(format!("taking the migration lock: {e}")))?;
+    take_migration_lock(&mut conn)?;
     let applied = conn
         .run_pending_migrations(MIGRATIONS)
         .map(|versions| versions.iter().map(ToString::to_string).collect())
@@ -62,6 +70,37 @@ pub fn prepare_database(url: &str, create_database: bool) -> Result<Vec<String>,
         .bind::<BigInt, _>(MIGRATION_LOCK)
         .execute(&mut conn);
     applied
+}
+
+/// How long to wait for a replica that is migrating (a case-insensitive index
+/// over a large imported table can take a while) before giving up this
+/// attempt; the caller retries with backoff.
+const LOCK_WAIT: Duration = Duration::from_secs(120);
+
+/// Polls `pg_try_advisory_lock` rather than blocking in `pg_advisory_lock`,
+/// so a wedged holder costs this attempt, not the thread forever.
+fn take_migration_lock(conn: &mut SyncPg) -> Result<(), BootstrapError> {
+    #[derive(diesel::QueryableByName)]
+    struct Locked {
+        #[diesel(sql_type = diesel::sql_types::Bool)]
+        locked: bool,
+    }
+    let started = Instant::now();
+    loop {
+        let attempt: Locked = diesel::sql_query("SELECT pg_try_advisory_lock($1) AS locked")
+            .bind::<BigInt, _>(MIGRATION_LOCK)
+            .get_result(conn)
+            .map_err(|e| BootstrapError::Migration(format!("taking the migration lock: {e}")))?;
+        if attempt.locked {
+            return Ok(());
+        }
+        if started.elapsed() >= LOCK_WAIT {
+            return Err(BootstrapError::Migration(format!(
+                "another instance has held the migration lock for over {LOCK_WAIT:?}"
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 fn create(maintenance_url: &str, database: &str) -> Result<(), BootstrapError> {

@@ -99,7 +99,7 @@ impl UserStore {
     /// Applies migrations on a plain thread (the harness blocks), retrying
     /// with exponential backoff until Postgres lets it.
     fn bootstrap(&mut self, ctx: &mut Context<Self>) {
-        let url = self.settings.url.expose().to_owned();
+        let url = self.settings.url_with_connect_timeout();
         let create = self.settings.create_database;
         let (tx, rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
@@ -138,6 +138,7 @@ impl UserStore {
 
 impl Store for UserStore {
     const NAME: &'static str = NAME;
+    const DEPENDENCY: Dependency = Dependency::Postgres;
     type Repo = PgUserRepository;
 
     fn health(&mut self) -> &mut StoreHealth {
@@ -179,6 +180,7 @@ impl Actor for UserStore {
 impl Supervised for UserStore {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
         self.health.stats().record_restart();
+        self.health.reset();
         // Dropping the pool closes every connection, stale ones included.
         self.repo = None;
         self.bootstrap_attempts = 0;

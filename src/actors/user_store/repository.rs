@@ -150,14 +150,15 @@ pub fn build_pool(settings: &PostgresSettings) -> PgPool {
     // checkout would double the round-trips of every query.
     config.recycling_method = RecyclingMethod::Fast;
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
-        settings.url.expose(),
+        settings.url_with_connect_timeout(),
         config,
     );
     Pool::builder()
         .max_size(settings.pool_max_size)
         .connection_timeout(settings.connect_timeout())
-        // Fail fast when Postgres refuses connections: the caller gets
-        // UNAVAILABLE now rather than after the whole timeout of retries.
+        // One connect attempt per checkout, not a retry loop hammering a
+        // server that is down. (bb8 0.9 still keeps the caller waiting up
+        // to connection_timeout before answering; see the README.)
         .retry_connection(false)
         // Let a replica shed idle connections after a burst.
         .idle_timeout(Some(Duration::from_secs(300)))
