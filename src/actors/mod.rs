@@ -315,6 +315,11 @@ impl RestartPolicy {
         Self::new(actors.failure_threshold, Duration::from_secs(actors.restart_backoff_max_secs))
     }
 
+    /// Consecutive outages that trigger a restart.
+    pub fn threshold(&self) -> u32 {
+        self.threshold
+    }
+
     pub fn record_success(&mut self) {
         self.consecutive_outages = 0;
         // Once the last restart is a full maximum backoff in the past, the

@@ -2,7 +2,11 @@
 //! repository call as a concurrent actor future, and turning the outcomes into
 //! health state and, after repeated outages, a supervised restart.
 
-use std::{fmt, sync::Arc, time::Instant};
+use std::{
+    fmt,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use actix::{
     Actor, ActorContext as _, ActorFutureExt as _, Context, Message, ResponseActFuture,
@@ -66,11 +70,44 @@ pub struct StoreHealth {
     /// that already reached the dependency (a committed INSERT) still gets
     /// its true answer.
     restart_pending: bool,
+    /// Consecutive outages, across restarts.
+    outage_streak: u32,
+    /// Circuit breaker: until then, calls fail at once instead of each
+    /// waiting out the pool's connect timeout (bb8 holds a caller for the
+    /// whole `connect_timeout_ms` while the dependency is down, longer than
+    /// many clients' deadlines). Health probes still go through and close
+    /// it on the first success.
+    open_until: Option<Instant>,
+    /// How long the breaker stays open after each outage once the streak
+    /// reaches the failure threshold: the pool's connect timeout, which is
+    /// what a caller would wait anyway and how long a probe takes to fail,
+    /// so back-to-back probes keep it open until one succeeds.
+    breaker_cooldown: Duration,
 }
 
+/// The operation name of health probes, which the breaker lets through.
+pub const PROBE_OPERATION: &str = "ping";
+
 impl StoreHealth {
-    pub fn new(stats: Arc<ActorStats>, restarts: RestartPolicy) -> Self {
-        Self { stats, restarts, ready: false, in_flight: 0, restart_pending: false }
+    pub fn new(
+        stats: Arc<ActorStats>,
+        restarts: RestartPolicy,
+        breaker_cooldown: Duration,
+    ) -> Self {
+        Self {
+            stats,
+            restarts,
+            breaker_cooldown,
+            ready: false,
+            in_flight: 0,
+            restart_pending: false,
+            outage_streak: 0,
+            open_until: None,
+        }
+    }
+
+    fn breaker_open(&self, now: Instant) -> bool {
+        self.open_until.is_some_and(|until| now < until)
     }
 
     /// Forgets per-incarnation state; called when the supervisor restarts.
@@ -100,13 +137,20 @@ impl StoreHealth {
         self.in_flight = self.in_flight.saturating_sub(1);
         match error {
             Some(e) if e.is_outage() => {
+                let now = Instant::now();
                 self.stats.record_error(e.to_string());
                 self.stats.set_state(ActorState::Degraded);
-                if self.restarts.record_outage(Instant::now()) {
+                self.outage_streak = self.outage_streak.saturating_add(1);
+                if self.outage_streak >= self.restarts.threshold() {
+                    self.open_until = Some(now + self.breaker_cooldown);
+                }
+                if self.restarts.record_outage(now) {
                     self.restart_pending = true;
                 }
             }
             _ => {
+                self.outage_streak = 0;
+                self.open_until = None;
                 self.restarts.record_success();
                 if self.ready {
                     self.stats.set_state(ActorState::Running);
@@ -144,8 +188,11 @@ pub trait Store: Actor<Context = Context<Self>> {
         E: From<DependencyError> + Outage + fmt::Display + 'static,
         Fut: Future<Output = Result<T, E>> + 'static,
     {
-        let repo = if self.health().restart_pending {
+        let health = self.health();
+        let repo = if health.restart_pending {
             Err(DependencyError::outage(Self::DEPENDENCY, operation, "restarting its pool"))
+        } else if operation != PROBE_OPERATION && health.breaker_open(Instant::now()) {
+            Err(DependencyError::outage(Self::DEPENDENCY, operation, "down (circuit open)"))
         } else {
             self.repo(operation)
         };
@@ -169,5 +216,59 @@ pub trait Store: Actor<Context = Context<Self>> {
             }
             result
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{error::Dependency, telemetry::metrics::Metrics};
+
+    fn health(threshold: u32) -> StoreHealth {
+        let stats = ActorStats::new("Test", 8, Metrics::new().expect("metrics"));
+        let policy = RestartPolicy::new(threshold, Duration::from_secs(30));
+        let mut health = StoreHealth::new(stats, policy, Duration::from_secs(2));
+        health.set_ready(true);
+        health
+    }
+
+    fn outage() -> DependencyError {
+        DependencyError::outage(Dependency::Postgres, "q", "refused")
+    }
+
+    #[test]
+    fn the_breaker_opens_at_the_threshold_and_a_success_closes_it() {
+        let mut h = health(3);
+        let now = Instant::now();
+        for _ in 0..2 {
+            h.in_flight += 1;
+            h.observe(Some(&outage()));
+            assert!(!h.breaker_open(now), "below the threshold");
+        }
+        h.in_flight += 1;
+        h.observe(Some(&outage()));
+        assert!(h.breaker_open(Instant::now()));
+        assert!(!h.breaker_open(Instant::now() + Duration::from_secs(3)), "cools down");
+        h.in_flight += 1;
+        h.observe::<DependencyError>(None);
+        assert!(!h.breaker_open(Instant::now()), "a success closes it");
+    }
+
+    #[test]
+    fn a_restart_waits_for_in_flight_calls() {
+        let mut h = health(1);
+        h.in_flight = 2;
+        assert!(!h.observe(Some(&outage())), "one call still running");
+        assert!(h.restart_pending);
+        assert!(h.observe::<DependencyError>(None), "restart once the last call is back");
+    }
+
+    #[test]
+    fn rejected_queries_are_not_outages() {
+        let mut h = health(1);
+        h.in_flight = 1;
+        let bug = DependencyError::rejected(Dependency::Postgres, "q", "check violation");
+        assert!(!h.observe(Some(&bug)));
+        assert!(!h.restart_pending && !h.breaker_open(Instant::now()));
     }
 }

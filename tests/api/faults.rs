@@ -94,6 +94,15 @@ async fn postgres_outage_restarts_the_user_store_which_then_recovers() {
 
     let store = wait_for_restart(&app, "UserStore").await;
     assert!(store["last_error"]["message"].as_str().unwrap_or("").contains("postgres"), "{store}");
+    // Once the outage is established the store answers at once (its circuit
+    // is open), so a caller whose deadline is shorter than the pool's
+    // connect timeout still learns UNAVAILABLE rather than timing out.
+    for _ in 0..3 {
+        let mut request = tonic::Request::new(registration(&unique_email(), PASSWORD));
+        request.set_timeout(Duration::from_millis(1500));
+        let status = client.register(request).await.expect_err("down");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    }
     // The Metrics actor notices too: gRPC health and its report flip.
     app.wait_grpc_health("postgres", ServingStatus::NotServing, Duration::from_secs(10)).await;
     app.wait_grpc_health("", ServingStatus::NotServing, Duration::from_secs(10)).await;

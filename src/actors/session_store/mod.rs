@@ -12,7 +12,7 @@ pub use repository::{RedisSessionRepository, ResolvedSession, SessionPolicy};
 
 use super::{
     ActorClient, ActorState, ActorStats, RestartPolicy, Traced,
-    store::{CheckHealth, PoolSample, Store, StoreHealth},
+    store::{CheckHealth, PROBE_OPERATION, PoolSample, Store, StoreHealth},
 };
 use crate::{
     config::{ActorSettings, RedisSettings},
@@ -82,11 +82,16 @@ impl SessionStore {
         stats: Arc<ActorStats>,
     ) -> ActorClient<Self> {
         let arbiter = actix::Arbiter::new();
+        let breaker_cooldown = settings.connect_timeout();
         let actor = Self {
             settings,
             policy,
             repo: None,
-            health: StoreHealth::new(Arc::clone(&stats), RestartPolicy::from_settings(actors)),
+            health: StoreHealth::new(
+                Arc::clone(&stats),
+                RestartPolicy::from_settings(actors),
+                breaker_cooldown,
+            ),
         };
         let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| actor);
         ActorClient::new(addr, stats)
@@ -182,7 +187,7 @@ impl Handler<Traced<CheckHealth>> for SessionStore {
         use actix::ActorFutureExt as _;
         let (CheckHealth, span, ticket) = msg.open();
         let sample = self.repo.as_ref().map(|r| PoolSample::of(r.pool())).unwrap_or_default();
-        let probe = self.run(span, ticket, "ping", async move |repo| repo.ping().await);
+        let probe = self.run(span, ticket, PROBE_OPERATION, async move |repo| repo.ping().await);
         Box::pin(probe.map(move |result, _, _| (result, sample)))
     }
 }

@@ -20,7 +20,7 @@ pub use repository::{CreateUserError, PgPool, PgUserRepository};
 
 use super::{
     ActorClient, ActorState, ActorStats, RestartPolicy, Traced,
-    store::{CheckHealth, Outage, PoolSample, Store, StoreHealth},
+    store::{CheckHealth, Outage, PROBE_OPERATION, PoolSample, Store, StoreHealth},
 };
 use crate::{
     config::{ActorSettings, PostgresSettings},
@@ -85,12 +85,17 @@ impl UserStore {
         stats: Arc<ActorStats>,
     ) -> ActorClient<Self> {
         let arbiter = actix::Arbiter::new();
+        let breaker_cooldown = settings.connect_timeout();
         let actor = Self {
             settings,
             repo: None,
             bootstrap_attempts: 0,
             max_backoff: Duration::from_secs(actors.restart_backoff_max_secs),
-            health: StoreHealth::new(Arc::clone(&stats), RestartPolicy::from_settings(actors)),
+            health: StoreHealth::new(
+                Arc::clone(&stats),
+                RestartPolicy::from_settings(actors),
+                breaker_cooldown,
+            ),
         };
         let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| actor);
         ActorClient::new(addr, stats)
@@ -248,7 +253,7 @@ impl Handler<Traced<CheckHealth>> for UserStore {
     fn handle(&mut self, msg: Traced<CheckHealth>, _ctx: &mut Self::Context) -> Self::Result {
         let (CheckHealth, span, ticket) = msg.open();
         let sample = self.repo.as_ref().map(|r| PoolSample::of(r.pool())).unwrap_or_default();
-        let probe = self.run(span, ticket, "ping", async move |repo| repo.ping().await);
+        let probe = self.run(span, ticket, PROBE_OPERATION, async move |repo| repo.ping().await);
         Box::pin(probe.map(move |result, _, _| (result, sample)))
     }
 }
