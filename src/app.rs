@@ -73,15 +73,9 @@ impl Application {
             UserStore::start(settings.postgres.clone(), &settings.actors, Arc::clone(&user_stats));
 
         let session_stats = ActorStats::new(session_store::NAME, capacity, metrics.clone());
-        let policy = SessionPolicy {
-            session_ttl: Duration::from_secs(settings.session.ttl_secs),
-            user_cache_ttl: Duration::from_secs(settings.user_cache.ttl_secs),
-            max_login_failures: settings.login.max_failures,
-            failure_window: Duration::from_secs(settings.login.window_secs),
-        };
         let sessions = SessionStore::start(
             settings.redis.clone(),
-            policy,
+            SessionPolicy::from_settings(&settings),
             &settings.actors,
             Arc::clone(&session_stats),
         );

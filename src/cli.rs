@@ -161,16 +161,10 @@ async fn forget_cached(settings: &Settings, id: UserId) {
             return;
         }
     };
-    let policy = SessionPolicy {
-        session_ttl: std::time::Duration::from_secs(settings.session.ttl_secs),
-        user_cache_ttl: std::time::Duration::from_secs(settings.user_cache.ttl_secs),
-        max_login_failures: settings.login.max_failures,
-        failure_window: std::time::Duration::from_secs(settings.login.window_secs),
-    };
     let repo = RedisSessionRepository::new(
         pool,
         settings.redis.key_prefix.clone(),
-        policy,
+        SessionPolicy::from_settings(settings),
         unexported_timings(),
     );
     if let Err(e) = repo.invalidate_user(id).await {

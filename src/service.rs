@@ -9,7 +9,7 @@ use crate::{
             HashError, HashPassword, PasswordHasher, Scheme, Verification, VerifyPassword,
         },
         session_store::{
-            CacheUser, ClearLoginFailures, CreateSession, DeleteSession, GetCachedUser,
+            CacheUser, ClearLoginAttempts, CreateSession, DeleteSession, GetCachedUser,
             InvalidateUser, ReserveLoginAttempt, ResolveSession, SessionStore,
         },
         user_store::{
@@ -171,7 +171,7 @@ impl AuthService {
         self.count_login("ok");
         // The client's next call is usually GetMe.
         self.cache_in_background(user.clone());
-        if let Err(e) = flatten(self.sessions.call(ClearLoginFailures(email)).await) {
+        if let Err(e) = flatten(self.sessions.call(ClearLoginAttempts(email)).await) {
             tracing::warn!(error = %e, "could not reset the login-attempt counter");
         }
         if verification.needs_rehash {

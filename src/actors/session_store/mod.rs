@@ -61,8 +61,8 @@ impl Message for ReserveLoginAttempt {
     type Result = Result<Option<Duration>, DependencyError>;
 }
 
-pub struct ClearLoginFailures(pub Email);
-impl Message for ClearLoginFailures {
+pub struct ClearLoginAttempts(pub Email);
+impl Message for ClearLoginAttempts {
     type Result = Result<(), DependencyError>;
 }
 
@@ -177,8 +177,8 @@ handle_with_repo!(InvalidateUser => (), "invalidate_user",
     |repo, InvalidateUser(id)| repo.invalidate_user(id));
 handle_with_repo!(ReserveLoginAttempt => Option<Duration>, "reserve_login_attempt",
     |repo, ReserveLoginAttempt(email)| repo.reserve_login_attempt(&email));
-handle_with_repo!(ClearLoginFailures => (), "clear_login_failures",
-    |repo, ClearLoginFailures(email)| repo.clear_login_failures(&email));
+handle_with_repo!(ClearLoginAttempts => (), "clear_login_attempts",
+    |repo, ClearLoginAttempts(email)| repo.clear_login_attempts(&email));
 
 impl Handler<Traced<CheckHealth>> for SessionStore {
     type Result = ResponseActFuture<Self, (Result<(), DependencyError>, PoolSample)>;

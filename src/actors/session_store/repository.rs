@@ -18,7 +18,7 @@ use prometheus::HistogramVec;
 use tracing::Instrument as _;
 
 use crate::{
-    config::RedisSettings,
+    config::{RedisSettings, Settings},
     domain::{Email, SessionId, User, UserId},
     error::{Dependency, DependencyError},
 };
@@ -34,6 +34,17 @@ pub struct SessionPolicy {
     pub user_cache_ttl: Duration,
     pub max_login_failures: u32,
     pub failure_window: Duration,
+}
+
+impl SessionPolicy {
+    pub fn from_settings(settings: &Settings) -> Self {
+        Self {
+            session_ttl: Duration::from_secs(settings.session.ttl_secs),
+            user_cache_ttl: Duration::from_secs(settings.user_cache.ttl_secs),
+            max_login_failures: settings.login.max_failures,
+            failure_window: Duration::from_secs(settings.login.window_secs),
+        }
+    }
 }
 
 /// Builds the pool without connecting (the service starts while Redis is
@@ -205,9 +216,9 @@ impl RedisSessionRepository {
         Ok((!allowed).then(|| Duration::from_secs(u64::try_from(ttl).unwrap_or(1).max(1))))
     }
 
-    pub async fn clear_login_failures(&self, email: &Email) -> Result<(), DependencyError> {
+    pub async fn clear_login_attempts(&self, email: &Email) -> Result<(), DependencyError> {
         let key = self.failures_key(email);
-        self.run("clear_login_failures", async |conn| conn.del::<_, ()>(&key).await).await
+        self.run("clear_login_attempts", async |conn| conn.del::<_, ()>(&key).await).await
     }
 
     pub async fn ping(&self) -> Result<(), DependencyError> {
