@@ -199,3 +199,66 @@ impl Handler<Traced<GetActorReport>> for MetricsSampler {
         ActorReport { actors, dependencies: self.dependencies.clone(), sampled_at: self.sampled_at }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        actors::{session_store::SessionPolicy, user_store::UserStore},
+        config::{SecretUrl, Settings},
+    };
+
+    /// Stands in for an unforeseen failure: the sampler stops itself.
+    struct Crash;
+
+    impl Message for Crash {
+        type Result = ();
+    }
+
+    impl Handler<Traced<Crash>> for MetricsSampler {
+        type Result = ();
+
+        fn handle(&mut self, msg: Traced<Crash>, ctx: &mut Self::Context) {
+            use actix::ActorContext as _;
+            let (Crash, _span, _ticket) = msg.open();
+            ctx.stop();
+        }
+    }
+
+    #[test]
+    fn the_supervisor_restarts_a_stopped_sampler() {
+        actix_rt::System::new().block_on(async {
+            let mut settings = Settings::defaults().expect("defaults");
+            // Nothing listens there: the stores run degraded, which is fine.
+            settings.postgres.url = SecretUrl::new("postgres://postgres@127.0.0.1:1/x");
+            settings.redis.url = SecretUrl::new("redis://127.0.0.1:1");
+            let metrics = Metrics::new().expect("metrics");
+            let stats = |name| ActorStats::new(name, 8, metrics.clone());
+            let users = UserStore::start(settings.postgres.clone(), &settings.actors, stats("U"));
+            let sessions = SessionStore::start(
+                settings.redis.clone(),
+                SessionPolicy::from_settings(&settings),
+                &settings.actors,
+                stats("S"),
+            );
+            let (reporter, _service) = tonic_health::server::health_reporter();
+            let serving = ServingState::new(reporter).await;
+            let sampler_stats = stats(NAME);
+            let sampler = MetricsSampler::start(
+                Duration::from_millis(50),
+                vec![],
+                users,
+                sessions,
+                serving,
+                metrics.clone(),
+                Arc::clone(&sampler_stats),
+            );
+
+            sampler.call(Crash).await.expect("delivered");
+            let report = sampler.call(GetActorReport).await.expect("answers after the restart");
+            assert_eq!(sampler_stats.snapshot().restarts, 1);
+            assert_eq!(report.actors.last().map(|a| a.state), Some(ActorState::Running));
+            actix::System::current().stop();
+        });
+    }
+}

@@ -127,3 +127,50 @@ impl Handler<Traced<VerifyPassword>> for PasswordHasher {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stands in for a bug inside argon2: its handling panics.
+    struct Explode;
+
+    impl Message for Explode {
+        type Result = Result<(), HashError>;
+    }
+
+    impl Handler<Traced<Explode>> for PasswordHasher {
+        type Result = Result<(), HashError>;
+
+        fn handle(&mut self, msg: Traced<Explode>, ctx: &mut Self::Context) -> Self::Result {
+            let (Explode, _span, _ticket) = msg.open();
+            self.guarded(ctx, |_| panic!("simulated hasher bug"))
+        }
+    }
+
+    #[test]
+    fn a_panicking_worker_is_replaced_and_the_hasher_recovers() {
+        actix_rt::System::new().block_on(async {
+            let metrics = Metrics::new().expect("metrics");
+            let stats = ActorStats::new(NAME, 4, metrics.clone());
+            let hasher = Argon2Hasher::new(1024, 1, 1).expect("params");
+            // One thread: if the panic killed it, nothing would answer after.
+            let client = PasswordHasher::start(hasher, 1, Arc::clone(&stats), metrics);
+
+            let outcome = client.call(Explode).await.expect("delivered");
+            assert!(matches!(outcome, Err(HashError::WorkerPanicked)), "{outcome:?}");
+            assert_eq!(stats.snapshot().restarts, 1);
+            assert!(stats.snapshot().last_error.is_some());
+
+            let password = Password::parse_new("still works after".into()).expect("valid");
+            let hash = client.call(HashPassword(password.clone())).await.expect("delivered");
+            let hash = hash.expect("a fresh worker hashes");
+            let verified = client
+                .call(VerifyPassword { password, stored: Some(hash) })
+                .await
+                .expect("delivered")
+                .expect("verifies");
+            assert!(verified.matches);
+        });
+    }
+}
