@@ -18,7 +18,8 @@ use opentelemetry_proto::tonic::{
 use tonic::{Request, metadata::MetadataValue};
 
 use crate::helpers::{
-    BinaryService, PASSWORD, TestApp, register, registration, unique_email, with_session,
+    BinaryService, PASSWORD, TestApp, http_get_with, register, registration, unique_email,
+    with_session,
 };
 
 /// Samples of one metric: label set and value (a histogram's count).
@@ -357,6 +358,14 @@ async fn a_login_with_traceparent_exports_one_connected_trace() {
     client.login(me).await.expect("login");
     drop(client);
 
+    // The ops endpoints are traced too (tracing-actix-web), continuing the
+    // caller's trace.
+    let probe_trace = "5b8efff798038103d269b633813fc60c";
+    let traceparent = format!("00-{probe_trace}-eee19b7ec3c1b174-01");
+    let (status, _) =
+        http_get_with(service.http_addr, "/health/live", &[("traceparent", &traceparent)]).await;
+    assert_eq!(status, 200);
+
     // SIGTERM: the service flushes its batch of spans on the way out.
     let (status, logs) = service.terminate().await;
     assert!(status.success());
@@ -410,6 +419,10 @@ async fn a_login_with_traceparent_exports_one_connected_trace() {
         }
     }
 
+    assert!(
+        spans.iter().any(|s| hex(&s.trace_id) == probe_trace && s.name.contains("/health/live")),
+        "the HTTP span continues the caller's trace"
+    );
     let jaeger: Vec<&Span> = spans.iter().filter(|s| hex(&s.trace_id) == jaeger_trace).collect();
     assert!(
         jaeger.iter().any(|s| s.name == "userService.UserService/Login"),
