@@ -237,6 +237,23 @@ impl Drop for TestApp {
     fn drop(&mut self) {
         self.stop();
         drop_database(&self.database);
+        delete_redis_keys(&self.settings.redis.key_prefix);
+    }
+}
+
+/// Best effort: the keys would expire anyway, but a suite run should not
+/// leave an hour of sessions behind in a shared Redis.
+pub fn delete_redis_keys(prefix: &str) {
+    use bb8_redis::redis::{self, Commands as _};
+    let pattern = format!("{prefix}*");
+    let Ok(client) = redis::Client::open(redis_url()) else { return };
+    let Ok(mut conn) = client.get_connection() else { return };
+    let keys: Vec<String> = match conn.scan_match::<_, String>(&pattern) {
+        Ok(iter) => iter.filter_map(Result::ok).collect(),
+        Err(_) => return,
+    };
+    if !keys.is_empty() {
+        let _: redis::RedisResult<()> = conn.del(keys);
     }
 }
 
@@ -533,5 +550,6 @@ impl Drop for BinaryService {
         let _ = self.child.kill();
         let _ = self.child.wait();
         drop_database(&self.database);
+        delete_redis_keys(&format!("test:{}:", self.database));
     }
 }
