@@ -173,9 +173,9 @@ pub trait Store: Actor<Context = Context<Self>> {
 
     /// Runs a repository call as a future the context polls alongside others
     /// (so the actor takes the next message at once). The ticket is released
-    /// with the reply; the outcome feeds the restart policy. Calls refused
-    /// before reaching the dependency (not ready yet, restart pending) do not:
-    /// a slow migration is not an outage.
+    /// with the reply; the outcome feeds the restart policy and the breaker.
+    /// Calls refused before reaching the dependency (not ready yet, restart
+    /// pending, circuit open) do not: a slow migration is not an outage.
     fn run<T, E, Fut>(
         &mut self,
         span: Span,
