@@ -105,10 +105,6 @@ impl ActorStats {
         })
     }
 
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }

@@ -11,7 +11,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::helpers::{
     ChaosProxy, PASSWORD, TestApp, login, postgres_addr, redis_addr, register, registration,
-    reroute, signed_in, unique_email, with_session,
+    reroute, signed_in, slow_hashing, unique_email, with_session,
 };
 
 fn actor<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
@@ -163,9 +163,7 @@ async fn redis_outage_is_unavailable_then_recovers() {
 async fn a_login_flood_is_shed_by_the_hasher_while_get_me_keeps_working() {
     let app = TestApp::spawn_with(|s| {
         // Costly enough that a flood queues up behind one worker.
-        s.argon2.memory_kib = 16 * 1024;
-        s.argon2.iterations = 2;
-        s.argon2.threads = 1;
+        slow_hashing(s, 16 * 1024, 2);
         s.argon2.queue_capacity = 4;
         // Out of the way: every refusal below must come from the hasher.
         s.login.max_failures = 1000;

@@ -99,6 +99,14 @@ pub fn test_settings(database: &str) -> Settings {
     s
 }
 
+/// Makes hashing slow and single-threaded, so hashing work is observable
+/// (queues, deadlines, drains) instead of finishing at once.
+pub fn slow_hashing(s: &mut Settings, memory_kib: u32, iterations: u32) {
+    s.argon2.memory_kib = memory_kib;
+    s.argon2.iterations = iterations;
+    s.argon2.threads = 1;
+}
+
 pub struct TestApp {
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,

@@ -2,16 +2,14 @@
 
 use std::{process::Command, time::Duration};
 
-use crate::helpers::{BinaryService, PASSWORD, TestApp, registration, unique_email};
+use crate::helpers::{BinaryService, PASSWORD, TestApp, registration, slow_hashing, unique_email};
 
 /// tonic's client enforces a deadline itself (answering CANCELLED locally),
 /// so this speaks HTTP/2 directly to see what the server answers.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_callers_deadline_is_deadline_exceeded() {
     let app = TestApp::spawn_with(|s| {
-        s.argon2.memory_kib = 64 * 1024;
-        s.argon2.iterations = 8;
-        s.argon2.threads = 1;
+        slow_hashing(s, 64 * 1024, 8);
     })
     .await;
     let tcp = tokio::net::TcpStream::connect(app.grpc_addr).await.expect("connect");
@@ -45,9 +43,7 @@ async fn the_callers_deadline_is_deadline_exceeded() {
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_lets_in_flight_rpcs_finish() {
     let mut app = TestApp::spawn_with(|s| {
-        s.argon2.memory_kib = 64 * 1024;
-        s.argon2.iterations = 6;
-        s.argon2.threads = 1;
+        slow_hashing(s, 64 * 1024, 6);
     })
     .await;
     let mut client = app.client();

@@ -89,8 +89,13 @@ impl MetricsSampler {
         ActorClient::new(addr, stats)
     }
 
+    /// The sampled actors and the sampler itself.
+    fn all_stats(&self) -> impl Iterator<Item = &Arc<ActorStats>> {
+        self.actors.iter().chain(std::iter::once(&self.stats))
+    }
+
     fn sample(&mut self, ctx: &mut Context<Self>) {
-        for stats in self.actors.iter().chain(std::iter::once(&self.stats)) {
+        for stats in self.all_stats() {
             let snap = stats.snapshot();
             let label = [snap.name];
             self.metrics.actor_mailbox_queued.with_label_values(&label).set(snap.queued as i64);
@@ -194,8 +199,7 @@ impl Handler<Traced<GetActorReport>> for MetricsSampler {
 
     fn handle(&mut self, msg: Traced<GetActorReport>, _ctx: &mut Self::Context) -> Self::Result {
         let (GetActorReport, _span, _ticket) = msg.open();
-        let actors =
-            self.actors.iter().chain(std::iter::once(&self.stats)).map(|s| s.snapshot()).collect();
+        let actors = self.all_stats().map(|s| s.snapshot()).collect();
         ActorReport { actors, dependencies: self.dependencies.clone(), sampled_at: self.sampled_at }
     }
 }
