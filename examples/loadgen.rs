@@ -1,22 +1,39 @@
-//! Load generator for auth-service: the source of every performance figure.
+//! Load generator for auth-service: the source of every performance figure
+//! in `BENCHMARKS.md`.
+//!
+//! It speaks gRPC over raw HTTP/2 (the `h2` crate, requests encoded once per
+//! account), so a call costs it little more than the frames: it opens
+//! `--connections` connections and keeps `--streams` calls in flight on each,
+//! the way real gRPC clients multiplex. Every answer is counted by its gRPC
+//! status; refusals (RESOURCE_EXHAUSTED) are reported apart from throughput.
 //!
 //! ```sh
-//! cargo run --release -- serve &                       # or any running instance
-//! cargo run --release --example loadgen -- --scenario get-me --concurrency 32 --duration-secs 10
+//! target/release/examples/loadgen --rpc get-me --connections 16 --streams 16
+//! target/release/examples/loadgen --rpc find-by-id --sweep --repeat 3
+//! target/release/examples/loadgen --rpc get-me --connections 16 --streams 16 --rate 20000
+//! target/release/examples/loadgen --rpc get-me --connections 16 --streams 16 --isolation
 //! ```
 //!
-//! Scenarios: `get-me`, `login`, `register`, `mixed` (80% GetMe, 10% Login,
-//! 10% FindByID) and `isolation` (GetMe latency alone, then again while a
-//! login flood saturates the password hasher). `--otlp-sink ADDR` also runs a
-//! span sink that discards what the service exports (for tracing overhead:
-//! start the service with AUTH__TRACING__OTLP_ENDPOINT=http://ADDR).
-//! It stops by itself after the given duration.
+//! - Closed loop (default): each stream sends its next call when the last
+//!   one answers.
+//! - Open loop (`--rate R`): calls are due at a fixed total rate and each
+//!   latency is measured from when its call was due, not when it was sent,
+//!   so a server that stalls cannot hide its queueing (coordinated omission).
+//! - `--sweep`: the standard table, in flight 16 (16×1 and 1×16), 64 (4×16),
+//!   256 (16×16) and 1024 (16×64); `--points` for another list.
+//! - `--isolation`: the same point alone, then again while a Login flood
+//!   saturates the password hasher.
+//! - `--server-pid`: also reports the server's CPU per call and its RSS.
+//! - `--json`: one JSON object per measured point, for scripts.
+//!
+//! Run it against `examples/echo_server.rs` for its own ceiling.
 
 // A command-line report is its whole output.
 #![allow(clippy::print_stdout)]
 
 use std::{
     collections::BTreeMap,
+    net::SocketAddr,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -25,105 +42,596 @@ use std::{
 };
 
 use auth_service::grpc::proto::{
-    FindByIdRequest, GetMeRequest, LoginRequest, RegisterRequest,
+    FindByEmailRequest, FindByIdRequest, GetMeRequest, LoginRequest, RegisterRequest,
     user_service_client::UserServiceClient,
 };
+use bytes::{BufMut as _, Bytes, BytesMut};
 use clap::{Parser, ValueEnum};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
     trace_service_server::{TraceService, TraceServiceServer},
 };
-use tonic::{Code, Request, metadata::MetadataValue, transport::Channel};
+use serde::Serialize;
+use tonic::Request;
 
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-enum Scenario {
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Rpc {
     GetMe,
+    FindById,
+    FindByEmail,
     Login,
     Register,
-    Mixed,
-    Isolation,
 }
 
-#[derive(Debug, Parser)]
+impl Rpc {
+    fn path(self) -> &'static str {
+        match self {
+            Self::GetMe => "/userService.UserService/GetMe",
+            Self::FindById => "/userService.UserService/FindByID",
+            Self::FindByEmail => "/userService.UserService/FindByEmail",
+            Self::Login => "/userService.UserService/Login",
+            Self::Register => "/userService.UserService/Register",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(about = "gRPC load generator for auth-service")]
 struct Args {
-    /// gRPC endpoint of the service.
+    /// gRPC endpoint (plaintext HTTP/2).
     #[arg(long, default_value = "http://127.0.0.1:5000")]
     target: String,
     #[arg(long, value_enum, default_value = "get-me")]
-    scenario: Scenario,
-    /// Concurrent callers (each with its own HTTP/2 connection).
+    rpc: Rpc,
+    /// HTTP/2 connections.
     #[arg(long, default_value_t = 16)]
-    concurrency: usize,
-    /// Measured duration per phase.
+    connections: usize,
+    /// Calls in flight on each connection.
+    #[arg(long, default_value_t = 1)]
+    streams: usize,
+    /// Run the standard sweep (16x1,1x16,4x16,16x16,16x64) instead of one point.
+    #[arg(long)]
+    sweep: bool,
+    /// Points for --sweep, as CONNECTIONSxSTREAMS, comma-separated.
+    #[arg(long, default_value = "16x1,1x16,4x16,16x16,16x64")]
+    points: String,
+    /// Measured seconds per point.
     #[arg(long, default_value_t = 10)]
     duration_secs: u64,
-    /// Accounts created before measuring.
-    #[arg(long, default_value_t = 50)]
-    users: usize,
-    /// Also run an OTLP span sink on this address (e.g. 127.0.0.1:4317).
+    /// Seconds of load before measuring starts (connections warm, caches filled).
+    #[arg(long, default_value_t = 2)]
+    warmup_secs: u64,
+    /// Open loop: total calls per second, due on a fixed schedule.
     #[arg(long)]
-    otlp_sink: Option<std::net::SocketAddr>,
+    rate: Option<f64>,
+    /// Measure each point this many times; the median is reported.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    /// Accounts registered (and logged in) before measuring.
+    #[arg(long, default_value_t = 64)]
+    users: usize,
+    /// Worker threads of the generator itself (1 leaves the other cores to
+    /// the server, as h2load does by default).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Send `grpc-timeout` with every call.
+    #[arg(long)]
+    deadline_ms: Option<u64>,
+    /// Also measure the point while a Login flood runs beside it.
+    #[arg(long)]
+    isolation: bool,
+    /// Login flood for --isolation: connections.
+    #[arg(long, default_value_t = 4)]
+    flood_connections: usize,
+    /// Login flood for --isolation: calls in flight per connection.
+    #[arg(long, default_value_t = 16)]
+    flood_streams: usize,
+    /// Report the CPU time and RSS of this process (the server) per point.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Print one JSON object per point instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Also run an OTLP span sink on this address, discarding what it gets
+    /// (for tracing overhead: AUTH__TRACING__OTLP_ENDPOINT=http://ADDR).
+    #[arg(long)]
+    otlp_sink: Option<SocketAddr>,
 }
 
 const PASSWORD: &str = "loadgen password 1234";
 
-#[derive(Clone, Copy)]
-enum Op {
-    GetMe,
-    Login,
-    Register,
-    FindById,
-}
-
 struct Account {
-    email: String,
-    uuid: String,
-    session: String,
+    session: http::HeaderValue,
+    /// Encoded request bodies (gRPC-framed), one per RPC that needs one.
+    find_by_id: Bytes,
+    find_by_email: Bytes,
+    login: Bytes,
 }
 
-#[derive(Default)]
-struct Stats {
-    latencies: Vec<Duration>,
-    codes: BTreeMap<String, u64>,
+/// A protobuf message in gRPC's length-prefixed framing.
+fn grpc_frame(message: &impl prost::Message) -> Bytes {
+    let len = message.encoded_len();
+    let mut buf = BytesMut::with_capacity(5 + len);
+    buf.put_u8(0);
+    buf.put_u32(u32::try_from(len).expect("small message"));
+    message.encode(&mut buf).expect("capacity reserved");
+    buf.freeze()
 }
 
-impl Stats {
-    fn record(&mut self, started: Instant, result: Result<(), tonic::Status>) {
-        self.latencies.push(started.elapsed());
-        let code = match result {
-            Ok(()) => "OK".to_owned(),
-            Err(status) => format!("{:?}", status.code()),
-        };
-        *self.codes.entry(code).or_default() += 1;
+fn registration(email: String) -> RegisterRequest {
+    RegisterRequest {
+        email,
+        first_name: "Load".into(),
+        last_name: "Generator".into(),
+        password: PASSWORD.into(),
+        role: String::new(),
+        avatar: String::new(),
     }
+}
 
+/// Registers and logs in `users` accounts through a tonic client.
+async fn setup(target: &str, users: usize) -> Arc<Vec<Account>> {
+    let channel = tonic::transport::Channel::from_shared(target.to_owned())
+        .expect("target URI")
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach {target}: {e}"));
+    let client = UserServiceClient::new(channel);
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    // A few at a time: registration is one argon2 hash, login one verify.
+    let tasks: Vec<_> = (0..users)
+        .map(|i| {
+            let mut client = client.clone();
+            let email = format!("load-{run}-{i}@example.com");
+            tokio::spawn(async move {
+                let user = client
+                    .register(registration(email.clone()))
+                    .await
+                    .unwrap_or_else(|s| panic!("register during setup: {s:?}"))
+                    .into_inner()
+                    .user
+                    .expect("user");
+                let login = LoginRequest { email: email.clone(), password: PASSWORD.into() };
+                let session = client
+                    .login(login.clone())
+                    .await
+                    .unwrap_or_else(|s| panic!("login during setup: {s:?}"))
+                    .into_inner()
+                    .session_id;
+                Account {
+                    session: http::HeaderValue::try_from(session).expect("ascii session id"),
+                    find_by_id: grpc_frame(&FindByIdRequest { uuid: user.uuid }),
+                    find_by_email: grpc_frame(&FindByEmailRequest { email }),
+                    login: grpc_frame(&login),
+                }
+            })
+        })
+        .collect();
+    let mut accounts = Vec::with_capacity(users);
+    for task in tasks {
+        accounts.push(task.await.expect("setup task"));
+    }
+    Arc::new(accounts)
+}
+
+/// What one run of one point measured.
+#[derive(Default)]
+struct Tally {
+    /// Latencies of OK calls, in microseconds.
+    ok_latencies_us: Vec<u32>,
+    /// Answers by gRPC code name (and `transport` for broken streams).
+    codes: BTreeMap<&'static str, u64>,
+}
+
+impl Tally {
     fn merge(&mut self, other: Self) {
-        self.latencies.extend(other.latencies);
+        self.ok_latencies_us.extend(other.ok_latencies_us);
         for (code, n) in other.codes {
             *self.codes.entry(code).or_default() += n;
         }
     }
+}
 
-    fn report(&mut self, label: &str, elapsed: Duration) {
-        self.latencies.sort();
-        let n = self.latencies.len();
-        let pct = |p: f64| {
-            if n == 0 {
-                return 0.0;
+fn code_name(code: i32) -> &'static str {
+    match tonic::Code::from(code) {
+        tonic::Code::Ok => "OK",
+        tonic::Code::Cancelled => "CANCELLED",
+        tonic::Code::Unknown => "UNKNOWN",
+        tonic::Code::InvalidArgument => "INVALID_ARGUMENT",
+        tonic::Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        tonic::Code::NotFound => "NOT_FOUND",
+        tonic::Code::AlreadyExists => "ALREADY_EXISTS",
+        tonic::Code::PermissionDenied => "PERMISSION_DENIED",
+        tonic::Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        tonic::Code::FailedPrecondition => "FAILED_PRECONDITION",
+        tonic::Code::Aborted => "ABORTED",
+        tonic::Code::OutOfRange => "OUT_OF_RANGE",
+        tonic::Code::Unimplemented => "UNIMPLEMENTED",
+        tonic::Code::Internal => "INTERNAL",
+        tonic::Code::Unavailable => "UNAVAILABLE",
+        tonic::Code::DataLoss => "DATA_LOSS",
+        tonic::Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
+    headers.get("grpc-status")?.to_str().ok()?.parse().ok()
+}
+
+/// One call over an h2 connection; the gRPC status code, or `None` when
+/// the stream broke.
+async fn call(
+    client: &h2::client::SendRequest<Bytes>,
+    request: http::Request<()>,
+    body: Bytes,
+) -> Option<i32> {
+    let mut client = client.clone().ready().await.ok()?;
+    let (response, mut send) = client.send_request(request, false).ok()?;
+    send.send_data(body, true).ok()?;
+    let response = response.await.ok()?;
+    if let Some(code) = grpc_status(response.headers()) {
+        return Some(code); // trailers-only answer
+    }
+    let mut body = response.into_body();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.ok()?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+    }
+    let trailers = body.trailers().await.ok()??;
+    grpc_status(&trailers)
+}
+
+/// Everything a stream needs to build its calls.
+struct Plan {
+    uri: http::Uri,
+    rpc: Rpc,
+    accounts: Arc<Vec<Account>>,
+    deadline: Option<String>,
+    /// Counter for unique registration emails.
+    registrations: AtomicU64,
+    run: String,
+    empty: Bytes,
+}
+
+impl Plan {
+    fn request(&self, account: &Account) -> (http::Request<()>, Bytes) {
+        let mut builder = http::Request::post(self.uri.clone())
+            .header(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/grpc"))
+            .header(http::header::TE, http::HeaderValue::from_static("trailers"));
+        if let Some(deadline) = &self.deadline {
+            builder = builder.header("grpc-timeout", deadline.as_str());
+        }
+        let body = match self.rpc {
+            Rpc::GetMe => self.empty.clone(),
+            Rpc::FindById => account.find_by_id.clone(),
+            Rpc::FindByEmail => account.find_by_email.clone(),
+            Rpc::Login => account.login.clone(),
+            Rpc::Register => {
+                let n = self.registrations.fetch_add(1, Ordering::Relaxed);
+                grpc_frame(&registration(format!("reg-{}-{n}@example.com", self.run)))
             }
-            let i = ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
-            self.latencies[i].as_secs_f64() * 1000.0
         };
+        if matches!(self.rpc, Rpc::GetMe | Rpc::FindById | Rpc::FindByEmail) {
+            builder = builder.header("session_id", account.session.clone());
+        }
+        (builder.body(()).expect("valid request"), body)
+    }
+}
+
+/// When a stream's calls are due in open-loop mode.
+#[derive(Clone, Copy)]
+struct Schedule {
+    first: Instant,
+    interval: Duration,
+}
+
+/// One stream: calls back to back (or on its schedule) until `until`;
+/// only calls that finish after `measure_from` are counted.
+async fn stream(
+    client: h2::client::SendRequest<Bytes>,
+    plan: Arc<Plan>,
+    seed: u64,
+    measure_from: Instant,
+    until: Instant,
+    schedule: Option<Schedule>,
+) -> Tally {
+    let mut tally = Tally::default();
+    let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut due = schedule.map(|s| s.first);
+    loop {
+        let started = match (due, schedule) {
+            (Some(at), Some(s)) => {
+                if at >= until {
+                    break;
+                }
+                tokio::time::sleep_until(at.into()).await;
+                due = Some(at + s.interval);
+                at
+            }
+            _ => {
+                let now = Instant::now();
+                if now >= until {
+                    break;
+                }
+                now
+            }
+        };
+        // xorshift: cheap, and each stream walks the accounts differently.
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let account = &plan.accounts[(rng % plan.accounts.len() as u64) as usize];
+        let (request, body) = plan.request(account);
+        let code = call(&client, request, body).await;
+        let finished = Instant::now();
+        if finished < measure_from {
+            continue;
+        }
+        let name = code.map_or("TRANSPORT", code_name);
+        *tally.codes.entry(name).or_default() += 1;
+        if code == Some(0) {
+            let us = finished.duration_since(started).as_micros();
+            tally.ok_latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
+        }
+        if code.is_none() && client.clone().ready().await.is_err() {
+            break; // the connection is gone
+        }
+    }
+    tally
+}
+
+async fn connect(addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
+    let _ = tcp.set_nodelay(true);
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(1 << 20)
+        .initial_connection_window_size(1 << 24)
+        .handshake(tcp)
+        .await
+        .unwrap_or_else(|e| panic!("HTTP/2 handshake with {addr}: {e}"));
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// Runs one load shape for warmup + duration and returns what it measured.
+async fn drive(
+    addr: SocketAddr,
+    plan: Arc<Plan>,
+    connections: usize,
+    streams: usize,
+    rate: Option<f64>,
+    warmup: Duration,
+    duration: Duration,
+) -> Tally {
+    let mut clients = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        clients.push(connect(addr).await);
+    }
+    let start = Instant::now();
+    let measure_from = start + warmup;
+    let until = measure_from + duration;
+    let total = connections * streams;
+    let mut tasks = Vec::with_capacity(total);
+    for (c, client) in clients.iter().enumerate() {
+        for s in 0..streams {
+            let index = c * streams + s;
+            // Each stream carries 1/total of the rate, offset so the
+            // streams' calls interleave evenly.
+            let schedule = rate.map(|rate| {
+                let interval = Duration::from_secs_f64(total as f64 / rate);
+                Schedule { first: start + interval.mul_f64(index as f64 / total as f64), interval }
+            });
+            tasks.push(tokio::spawn(stream(
+                client.clone(),
+                Arc::clone(&plan),
+                index as u64 + 1,
+                measure_from,
+                until,
+                schedule,
+            )));
+        }
+    }
+    let mut tally = Tally::default();
+    for task in tasks {
+        tally.merge(task.await.expect("stream task"));
+    }
+    tally
+}
+
+/// CPU seconds used so far and resident memory of a process, from /proc.
+fn process_usage(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 12th and 13th of them (14th and 15th of the line).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())?;
+    // USER_HZ is 100 on every Linux configuration we run on.
+    Some((ticks / 100.0, rss_kib))
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct PointReport {
+    target: String,
+    rpc: Rpc,
+    connections: usize,
+    streams: usize,
+    in_flight: usize,
+    mode: &'static str,
+    rate: Option<f64>,
+    seconds: f64,
+    ok: u64,
+    ok_per_sec: f64,
+    refused: u64,
+    refused_per_sec: f64,
+    /// Every other answer, by code.
+    errors: BTreeMap<&'static str, u64>,
+    p50_ms: f64,
+    p90_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    max_ms: f64,
+    server_cpu_cores: Option<f64>,
+    server_cpu_us_per_call: Option<f64>,
+    server_rss_mib: Option<f64>,
+    /// Set when this is the median of several runs.
+    runs: Option<Vec<f64>>,
+}
+
+fn report(
+    args: &Args,
+    rpc: Rpc,
+    (connections, streams): (usize, usize),
+    mut tally: Tally,
+    seconds: f64,
+    server: Option<(f64, u64)>,
+) -> PointReport {
+    tally.ok_latencies_us.sort_unstable();
+    let n = tally.ok_latencies_us.len();
+    let pct = |p: f64| {
+        if n == 0 {
+            return 0.0;
+        }
+        let i = ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
+        f64::from(tally.ok_latencies_us[i]) / 1000.0
+    };
+    let ok = tally.codes.get("OK").copied().unwrap_or(0);
+    let refused = tally.codes.get("RESOURCE_EXHAUSTED").copied().unwrap_or(0);
+    let errors = tally
+        .codes
+        .iter()
+        .filter(|(c, _)| !matches!(**c, "OK" | "RESOURCE_EXHAUSTED"))
+        .map(|(c, n)| (*c, *n))
+        .collect();
+    let answered = tally.codes.values().sum::<u64>().max(1);
+    PointReport {
+        target: args.target.clone(),
+        rpc,
+        connections,
+        streams,
+        in_flight: connections * streams,
+        mode: if args.rate.is_some() { "open" } else { "closed" },
+        rate: args.rate,
+        seconds,
+        ok,
+        ok_per_sec: ok as f64 / seconds,
+        refused,
+        refused_per_sec: refused as f64 / seconds,
+        errors,
+        p50_ms: pct(0.50),
+        p90_ms: pct(0.90),
+        p99_ms: pct(0.99),
+        p999_ms: pct(0.999),
+        max_ms: pct(1.0),
+        server_cpu_cores: server.map(|(cpu, _)| cpu / seconds),
+        server_cpu_us_per_call: server.map(|(cpu, _)| cpu * 1e6 / answered as f64),
+        server_rss_mib: server.map(|(_, rss)| rss as f64 / 1024.0),
+        runs: None,
+    }
+}
+
+fn print_header(json: bool) {
+    if !json {
         println!(
-            "{label:<28} {n:>8} calls {:>9.1}/s   p50 {:>7.2} ms  p95 {:>7.2} ms  p99 {:>7.2} ms  max {:>7.2} ms   {:?}",
-            n as f64 / elapsed.as_secs_f64(),
-            pct(0.50),
-            pct(0.95),
-            pct(0.99),
-            pct(1.0),
-            self.codes
+            "{:<13} {:>8} {:>6} {:>10} {:>10} {:>8} {:>8} {:>8} {:>8}  {:>9} {:>7}  other",
+            "rpc",
+            "conn×str",
+            "flight",
+            "ok/s",
+            "refused/s",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "max ms",
+            "srv cores",
+            "µs/call"
         );
     }
+}
+
+fn print_point(label: &str, r: &PointReport, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string(r).expect("serialisable"));
+        return;
+    }
+    let runs = r.runs.as_ref().map_or(String::new(), |runs| {
+        let lo = runs.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = runs.iter().copied().fold(0.0, f64::max);
+        format!("  runs {lo:.0}..{hi:.0}")
+    });
+    println!(
+        "{:<13} {:>8} {:>6} {:>10.0} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2}  {:>9} {:>7}  {:?}{}",
+        label,
+        format!("{}×{}", r.connections, r.streams),
+        r.in_flight,
+        r.ok_per_sec,
+        r.refused_per_sec,
+        r.p50_ms,
+        r.p90_ms,
+        r.p99_ms,
+        r.max_ms,
+        r.server_cpu_cores.map_or("-".into(), |c| format!("{c:.2}")),
+        r.server_cpu_us_per_call.map_or("-".into(), |c| format!("{c:.0}")),
+        r.errors,
+        runs,
+    );
+}
+
+fn parse_points(points: &str) -> Vec<(usize, usize)> {
+    points
+        .split(',')
+        .map(|p| {
+            let (c, s) =
+                p.trim().split_once('x').unwrap_or_else(|| panic!("point {p:?}: want CxS"));
+            (c.parse().expect("connections"), s.parse().expect("streams"))
+        })
+        .collect()
+}
+
+/// Measures one point `repeat` times; reports the median run by OK/s.
+async fn measure(
+    args: &Args,
+    addr: SocketAddr,
+    plan: &Arc<Plan>,
+    shape: (usize, usize),
+) -> PointReport {
+    let mut reports = Vec::new();
+    for _ in 0..args.repeat.max(1) {
+        let before = args.server_pid.and_then(process_usage);
+        let tally = drive(
+            addr,
+            Arc::clone(plan),
+            shape.0,
+            shape.1,
+            args.rate,
+            Duration::from_secs(args.warmup_secs),
+            Duration::from_secs(args.duration_secs),
+        )
+        .await;
+        let after = args.server_pid.and_then(process_usage);
+        // CPU over the whole run (warmup included) scaled to the measured part.
+        let share = args.duration_secs as f64 / (args.duration_secs + args.warmup_secs) as f64;
+        let server = before.zip(after).map(|((c0, _), (c1, rss))| ((c1 - c0) * share, rss));
+        reports.push(report(args, plan.rpc, shape, tally, args.duration_secs as f64, server));
+    }
+    let runs: Vec<f64> = reports.iter().map(|r| r.ok_per_sec).collect();
+    reports.sort_by(|a, b| a.ok_per_sec.total_cmp(&b.ok_per_sec));
+    let mut median = reports.swap_remove(reports.len() / 2);
+    if runs.len() > 1 {
+        median.runs = Some(runs);
+    }
+    median
 }
 
 #[derive(Clone, Default)]
@@ -149,136 +657,17 @@ impl TraceService for SpanSink {
     }
 }
 
-async fn connect(target: &str) -> UserServiceClient<Channel> {
-    let channel = Channel::from_shared(target.to_owned())
-        .expect("target URI")
-        .connect()
-        .await
-        .unwrap_or_else(|e| panic!("cannot reach {target}: {e}"));
-    UserServiceClient::new(channel)
-}
-
-fn with_session<T>(message: T, session: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert("session_id", MetadataValue::try_from(session).expect("ascii"));
-    request
-}
-
-fn registration(email: String) -> RegisterRequest {
-    RegisterRequest {
-        email,
-        first_name: "Load".into(),
-        last_name: "Generator".into(),
-        password: PASSWORD.into(),
-        role: String::new(),
-        avatar: String::new(),
-    }
-}
-
-async fn setup(target: &str, users: usize) -> Arc<Vec<Account>> {
-    let mut client = connect(target).await;
-    let run = uuid::Uuid::new_v4().simple().to_string();
-    let mut accounts = Vec::with_capacity(users);
-    for i in 0..users {
-        let email = format!("load-{run}-{i}@example.com");
-        let user = client
-            .register(registration(email.clone()))
-            .await
-            .expect("register during setup")
-            .into_inner()
-            .user
-            .expect("user");
-        let session = client
-            .login(LoginRequest { email: email.clone(), password: PASSWORD.into() })
-            .await
-            .expect("login during setup")
-            .into_inner()
-            .session_id;
-        accounts.push(Account { email, uuid: user.uuid, session });
-    }
-    Arc::new(accounts)
-}
-
-/// One caller issuing `scenario` calls back to back until `until`.
-async fn caller(
-    target: String,
-    scenario: Scenario,
-    accounts: Arc<Vec<Account>>,
-    until: Instant,
-    seed: usize,
-) -> Stats {
-    let mut client = connect(&target).await;
-    let mut stats = Stats::default();
-    let mut i = seed;
-    while Instant::now() < until {
-        i = i.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let account = &accounts[(i >> 33) % accounts.len()];
-        let pick = (i >> 20) % 10;
-        let op = match scenario {
-            Scenario::GetMe | Scenario::Isolation => Op::GetMe,
-            Scenario::Login => Op::Login,
-            Scenario::Register => Op::Register,
-            Scenario::Mixed => match pick {
-                0 => Op::Login,
-                1 => Op::FindById,
-                _ => Op::GetMe,
-            },
-        };
-        let started = Instant::now();
-        let result = match op {
-            Op::GetMe => {
-                client.get_me(with_session(GetMeRequest {}, &account.session)).await.map(drop)
-            }
-            Op::Login => client
-                .login(LoginRequest { email: account.email.clone(), password: PASSWORD.into() })
-                .await
-                .map(drop),
-            Op::Register => client
-                .register(registration(format!("r-{}@example.com", uuid::Uuid::new_v4().simple())))
-                .await
-                .map(drop),
-            Op::FindById => client
-                .find_by_id(with_session(
-                    FindByIdRequest { uuid: account.uuid.clone() },
-                    &account.session,
-                ))
-                .await
-                .map(drop),
-        };
-        stats.record(started, result);
-    }
-    stats
-}
-
-async fn phase(
-    args: &Args,
-    scenario: Scenario,
-    callers: usize,
-    accounts: &Arc<Vec<Account>>,
-) -> (Stats, Duration) {
-    let started = Instant::now();
-    let until = started + Duration::from_secs(args.duration_secs);
-    let tasks: Vec<_> = (0..callers)
-        .map(|seed| {
-            tokio::spawn(caller(
-                args.target.clone(),
-                scenario,
-                Arc::clone(accounts),
-                until,
-                seed + 1,
-            ))
-        })
-        .collect();
-    let mut total = Stats::default();
-    for task in tasks {
-        total.merge(task.await.expect("caller"));
-    }
-    (total, started.elapsed())
-}
-
-#[tokio::main]
-async fn main() {
+fn main() {
     let args = Args::parse();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(run(args));
+}
+
+async fn run(args: Args) {
     let sink = SpanSink::default();
     if let Some(addr) = args.otlp_sink {
         let server = tonic::transport::Server::builder()
@@ -287,36 +676,69 @@ async fn main() {
         tokio::spawn(server);
     }
 
-    let accounts = setup(&args.target, args.users.max(1)).await;
-    println!(
-        "scenario {:?}, {} callers, {} s, {} accounts, target {}",
-        args.scenario,
-        args.concurrency,
-        args.duration_secs,
-        accounts.len(),
-        args.target
-    );
+    let uri: http::Uri = args.target.parse().expect("target URI");
+    let authority = uri.authority().expect("target has host:port").to_string();
+    let addr = tokio::net::lookup_host(&authority)
+        .await
+        .ok()
+        .and_then(|mut a| a.next())
+        .unwrap_or_else(|| panic!("cannot resolve {authority}"));
 
-    if args.scenario == Scenario::Isolation {
-        let (mut alone, elapsed) = phase(&args, Scenario::GetMe, args.concurrency, &accounts).await;
-        alone.report("GetMe alone", elapsed);
-        // Same GetMe callers, plus as many callers flooding Login.
-        let (flood, get_me) = tokio::join!(
-            phase(&args, Scenario::Login, args.concurrency * 4, &accounts),
-            phase(&args, Scenario::GetMe, args.concurrency, &accounts),
+    let accounts = setup(&args.target, args.users.max(1)).await;
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let plan = |rpc| {
+        Arc::new(Plan {
+            uri: format!("http://{authority}{}", Rpc::path(rpc)).parse().expect("uri"),
+            rpc,
+            accounts: Arc::clone(&accounts),
+            deadline: args.deadline_ms.map(|ms| format!("{ms}m")),
+            registrations: AtomicU64::new(0),
+            run: run_id.clone(),
+            empty: grpc_frame(&GetMeRequest {}),
+        })
+    };
+    let main_plan = plan(args.rpc);
+
+    if !args.json {
+        println!(
+            "target {} · {} accounts · {} s measured after {} s warmup · {} · loadgen threads {}",
+            args.target,
+            accounts.len(),
+            args.duration_secs,
+            args.warmup_secs,
+            args.rate.map_or("closed loop".into(), |r| format!("open loop at {r:.0}/s")),
+            args.threads,
         );
-        let (mut get_me, elapsed) = get_me;
-        get_me.report("GetMe during login flood", elapsed);
-        let (mut flood, elapsed) = flood;
-        flood.report("Login flood", elapsed);
-        let shed = flood.codes.get(&format!("{:?}", Code::ResourceExhausted)).copied().unwrap_or(0);
-        println!("login calls shed with RESOURCE_EXHAUSTED: {shed}");
+    }
+    print_header(args.json);
+
+    let shapes = if args.sweep {
+        parse_points(&args.points)
     } else {
-        let (mut stats, elapsed) = phase(&args, args.scenario, args.concurrency, &accounts).await;
-        stats.report(&format!("{:?}", args.scenario), elapsed);
+        vec![(args.connections, args.streams)]
+    };
+    for shape in shapes {
+        let alone = measure(&args, addr, &main_plan, shape).await;
+        print_point(&format!("{:?}", args.rpc), &alone, args.json);
+        if args.isolation {
+            let flood_plan = plan(Rpc::Login);
+            let flood_shape = (args.flood_connections, args.flood_streams);
+            let flood_args = Args { rate: None, server_pid: None, ..args.clone() };
+            let (with_flood, flood) = tokio::join!(
+                measure(&args, addr, &main_plan, shape),
+                measure(&flood_args, addr, &flood_plan, flood_shape),
+            );
+            print_point(&format!("{:?}+flood", args.rpc), &with_flood, args.json);
+            print_point("Login flood", &flood, args.json);
+            if !args.json && alone.p99_ms > 0.0 {
+                println!("p99 with the flood / p99 alone: {:.2}", with_flood.p99_ms / alone.p99_ms);
+            }
+        }
     }
     if args.otlp_sink.is_some() {
         tokio::time::sleep(Duration::from_secs(6)).await; // one batch interval
-        println!("spans received by the sink: {}", sink.spans.load(Ordering::Relaxed));
+        if !args.json {
+            println!("spans received by the sink: {}", sink.spans.load(Ordering::Relaxed));
+        }
     }
 }

@@ -1,12 +1,15 @@
-//! Wiring: settings in, a running service out. Starts the actors, binds both
-//! servers (port 0 allowed; the bound addresses are reported back), and runs
-//! until told to stop, then drains.
+//! Wiring: settings in, a running service out. Starts the worker arbiters
+//! and the actors, binds both servers (port 0 allowed; the bound addresses
+//! are reported back), and runs until told to stop, then drains.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use actix_web::dev::ServerHandle;
-use tokio::{sync::oneshot, task::JoinHandle};
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
+use tokio_stream::{StreamExt as _, wrappers::UnboundedReceiverStream};
 
 use crate::{
     actors::{
@@ -23,7 +26,8 @@ use crate::{
     },
     ops::{self, OpsState},
     service::AuthService,
-    telemetry::metrics::Metrics,
+    telemetry::{metrics::Metrics, spans::Sampler},
+    workers::Workers,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -44,17 +48,21 @@ pub enum StartError {
 pub enum RunError {
     #[error("gRPC server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
-    #[error("gRPC server task panicked")]
-    GrpcPanicked,
+    #[error("a gRPC worker stopped unexpectedly")]
+    WorkerLost,
 }
 
 /// A started service. Dropping it without [`Application::run_until_stopped`]
-/// leaves the servers running until the actix System stops.
+/// stops its workers.
 pub struct Application {
     grpc_addr: SocketAddr,
     http_addr: SocketAddr,
-    grpc_task: JoinHandle<Result<(), tonic::transport::Error>>,
-    grpc_shutdown: oneshot::Sender<()>,
+    workers: Workers,
+    acceptor: JoinHandle<()>,
+    /// Flips to `true` to stop accepting and drain every worker's server.
+    shutdown: watch::Sender<bool>,
+    /// One message per worker whose gRPC server ended.
+    servers_done: mpsc::UnboundedReceiver<Result<(), tonic::transport::Error>>,
     http: ServerHandle,
     serving: ServingState,
     drain_timeout: Duration,
@@ -62,22 +70,34 @@ pub struct Application {
 
 impl Application {
     /// Must be called inside an actix System running on a multi-thread Tokio
-    /// runtime (`System::with_tokio_rt`): actors live on the System and its
-    /// arbiters, the gRPC server on the Tokio workers.
+    /// runtime (`System::with_tokio_rt`): the acceptor, the ops server and
+    /// the metrics sampler run there; gRPC and the stores on the workers.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let metrics = Metrics::new()?;
         let capacity = settings.actors.mailbox_capacity;
+        let workers = Workers::start(settings.worker_count());
 
-        let user_stats = ActorStats::new(user_store::NAME, capacity, metrics.clone());
-        let users =
-            UserStore::start(settings.postgres.clone(), &settings.actors, Arc::clone(&user_stats));
+        let user_stats =
+            ActorStats::with_instances(user_store::NAME, capacity, workers.len(), metrics.clone());
+        let users = UserStore::start(
+            settings.postgres.clone(),
+            &settings.actors,
+            Arc::clone(&user_stats),
+            &workers,
+        );
 
-        let session_stats = ActorStats::new(session_store::NAME, capacity, metrics.clone());
+        let session_stats = ActorStats::with_instances(
+            session_store::NAME,
+            capacity,
+            workers.len(),
+            metrics.clone(),
+        );
         let sessions = SessionStore::start(
             settings.redis.clone(),
             SessionPolicy::from_settings(&settings),
             &settings.actors,
             Arc::clone(&session_stats),
+            &workers,
         );
 
         let hasher_stats =
@@ -130,7 +150,8 @@ impl Application {
         let grpc_listener = tokio::net::TcpListener::from_std(grpc_listener)
             .map_err(|source| StartError::Bind { what: "gRPC", addr: grpc_addr, source })?;
 
-        // gRPC
+        // gRPC: one server per worker, each fed the connections the
+        // acceptor deals it.
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(grpc::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -139,31 +160,50 @@ impl Application {
             .register_encoded_file_descriptor_set(grpc::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
-        let (grpc_shutdown, shutdown_signal) = oneshot::channel::<()>();
-        let grpc_server = tonic::transport::Server::builder()
-            .layer(RpcLayer::new(metrics.clone()))
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(UserServiceServer::new(UserServiceImpl::new(auth)))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async {
-                let _ = shutdown_signal.await;
+        let user_service = UserServiceServer::new(UserServiceImpl::new(auth));
+        let trace_sampler = Sampler::from_settings(&settings.tracing);
+        let (shutdown, shutdown_signal) = watch::channel(false);
+        let (done, servers_done) = mpsc::unbounded_channel();
+        let mut connections = Vec::with_capacity(workers.len());
+        for worker in workers.handles() {
+            let (to_worker, incoming) = mpsc::unbounded_channel::<std::net::TcpStream>();
+            connections.push(to_worker);
+            let router = tonic::transport::Server::builder()
+                .layer(RpcLayer::new(metrics.clone(), trace_sampler))
+                .add_service(health_service.clone())
+                .add_service(reflection_v1.clone())
+                .add_service(reflection_v1alpha.clone())
+                .add_service(user_service.clone());
+            let mut stop = shutdown_signal.clone();
+            let done = done.clone();
+            worker.spawn(async move {
+                // Registered with this worker's reactor, so its I/O stays here.
+                let incoming =
+                    UnboundedReceiverStream::new(incoming).map(tokio::net::TcpStream::from_std);
+                let result = router
+                    .serve_with_incoming_shutdown(incoming, async move {
+                        let _ = stop.wait_for(|stopping| *stopping).await;
+                    })
+                    .await;
+                let _ = done.send(result);
             });
+        }
+        let acceptor = tokio::spawn(accept(grpc_listener, connections, shutdown_signal));
 
         // Ops HTTP
         let ops_state = OpsState { users, sessions, sampler, serving: serving.clone() };
         let http_server = ops::build_server(http_listener, ops_state, &metrics)?;
         let http = http_server.handle();
-
-        let grpc_task = tokio::spawn(grpc_server);
         actix_rt::spawn(http_server);
 
-        tracing::info!(%grpc_addr, %http_addr, "auth-service listening");
+        tracing::info!(%grpc_addr, %http_addr, workers = workers.len(), "auth-service listening");
         Ok(Self {
             grpc_addr,
             http_addr,
-            grpc_task,
-            grpc_shutdown,
+            workers,
+            acceptor,
+            shutdown,
+            servers_done,
             http,
             serving,
             drain_timeout: settings.grpc.drain_timeout(),
@@ -178,24 +218,26 @@ impl Application {
         self.http_addr
     }
 
-    /// Serves until `shutdown` resolves (or the gRPC server fails), then stops
+    /// Serves until `shutdown` resolves (or a gRPC server fails), then stops
     /// accepting, lets in-flight RPCs finish within the drain timeout, stops
-    /// the ops server and finally the actors.
+    /// the ops server, the workers and finally the actors.
     pub async fn run_until_stopped(
         mut self,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), RunError> {
         let early_exit = tokio::select! {
             () = shutdown => None,
-            result = &mut self.grpc_task => Some(result),
+            ended = self.servers_done.recv() => Some(ended),
         };
-        if let Some(result) = early_exit {
+        if let Some(ended) = early_exit {
+            let _ = self.shutdown.send(true);
+            self.acceptor.abort();
             self.http.stop(false).await;
+            self.workers.stop();
             actix::System::current().stop();
-            return match result {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(RunError::Grpc(e)),
-                Err(_) => Err(RunError::GrpcPanicked),
+            return match ended {
+                Some(Err(e)) => Err(RunError::Grpc(e)),
+                Some(Ok(())) | None => Err(RunError::WorkerLost),
             };
         }
 
@@ -203,22 +245,66 @@ impl Application {
         // Readiness and gRPC health flip first, so load balancers stop
         // routing here while in-flight RPCs finish.
         self.serving.begin_drain(&["postgres", "redis"]).await;
-        let _ = self.grpc_shutdown.send(());
-        let drained = tokio::time::timeout(self.drain_timeout, &mut self.grpc_task).await;
-        let result = match drained {
-            Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(e))) => Err(RunError::Grpc(e)),
-            Ok(Err(_)) => Err(RunError::GrpcPanicked),
-            Err(_) => {
-                tracing::warn!("drain timeout reached; abandoning remaining RPCs");
-                self.grpc_task.abort();
-                Ok(())
+        let _ = self.shutdown.send(true);
+        let workers = self.workers.len();
+        let servers_done = &mut self.servers_done;
+        let drained = tokio::time::timeout(self.drain_timeout, async {
+            let mut result = Ok(());
+            for _ in 0..workers {
+                match servers_done.recv().await {
+                    Some(Ok(())) => {}
+                    Some(Err(e)) => result = Err(RunError::Grpc(e)),
+                    None => return Err(RunError::WorkerLost),
+                }
             }
-        };
+            result
+        })
+        .await;
+        let result = drained.unwrap_or_else(|_| {
+            tracing::warn!("drain timeout reached; abandoning remaining RPCs");
+            Ok(())
+        });
+        let _ = (&mut self.acceptor).await;
         self.http.stop(true).await;
+        self.workers.stop();
         actix::System::current().stop();
         tracing::info!("stopped");
         result
+    }
+}
+
+/// Accepts gRPC connections and deals them to the workers in turn, until
+/// `shutdown` flips.
+async fn accept(
+    listener: tokio::net::TcpListener,
+    workers: Vec<mpsc::UnboundedSender<std::net::TcpStream>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut next = 0usize;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|stopping| *stopping) => return,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: back off briefly
+                // rather than spin on the error.
+                tracing::warn!(error = %e, "cannot accept a gRPC connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        // gRPC answers are small writes; Nagle would hold them for an ACK.
+        let _ = stream.set_nodelay(true);
+        match stream.into_std() {
+            Ok(stream) => {
+                let _ = workers[next % workers.len()].send(stream);
+                next = next.wrapping_add(1);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot hand a connection to a worker"),
+        }
     }
 }
 

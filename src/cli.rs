@@ -11,7 +11,7 @@ use crate::{
         user_store::{CreateUserError, PgUserRepository, migrate, repository as user_repo},
     },
     config::Settings,
-    domain::{Email, NewUser, Password, PersonName, Role, UserId},
+    domain::{Email, NewUser, Password, PersonName, Role, User, UserId},
     error::DependencyError,
 };
 
@@ -108,12 +108,12 @@ pub fn ensure_admin(
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let users = PgUserRepository::new(
-            user_repo::build_pool(&settings.postgres),
+            user_repo::build_pool(&settings.postgres, 1),
             settings.postgres.query_timeout(),
             unexported_timings(),
         );
         if let Some(user) = users.promote_to_admin(&email).await? {
-            forget_cached(settings, user.id).await;
+            forget_cached(settings, &user).await;
             return Ok(format!("promoted existing account {} to admin", user.id));
         }
 
@@ -142,7 +142,7 @@ pub fn ensure_admin(
             // Registered between our promote and our insert: promote it.
             Err(CreateUserError::EmailTaken) => match users.promote_to_admin(&email).await? {
                 Some(user) => {
-                    forget_cached(settings, user.id).await;
+                    forget_cached(settings, &user).await;
                     Ok(format!("promoted existing account {} to admin", user.id))
                 }
                 None => Err(CliError::Input("account vanished while promoting; retry".into())),
@@ -153,8 +153,8 @@ pub fn ensure_admin(
 }
 
 /// Drops the cached copy of a changed user, so its new role shows at once.
-async fn forget_cached(settings: &Settings, id: UserId) {
-    let pool = match session_repo::build_pool(&settings.redis) {
+async fn forget_cached(settings: &Settings, user: &User) {
+    let pool = match session_repo::build_pool(&settings.redis, 1) {
         Ok(pool) => pool,
         Err(e) => {
             tracing::warn!(error = %e, "cannot reach redis to drop the cached user");
@@ -167,7 +167,7 @@ async fn forget_cached(settings: &Settings, id: UserId) {
         SessionPolicy::from_settings(settings),
         unexported_timings(),
     );
-    if let Err(e) = repo.invalidate_user(id).await {
+    if let Err(e) = repo.invalidate_user(user).await {
         let _ = writeln!(
             std::io::stderr(),
             "warning: could not drop the cached user from redis ({e}); the new role shows within user_cache.ttl_secs"

@@ -48,6 +48,9 @@ pub struct Settings {
 pub struct GrpcSettings {
     pub addr: SocketAddr,
     pub drain_timeout_secs: u64,
+    /// Worker threads serving gRPC, each with its own store actors; 0 = one
+    /// per core.
+    pub workers: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -80,6 +83,8 @@ pub struct RedisSettings {
 pub struct TracingSettings {
     pub otlp_endpoint: String,
     pub service_name: String,
+    /// Share of requests without a caller's trace that are traced.
+    pub sample_ratio: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -258,6 +263,12 @@ impl Settings {
         // stops the start instead of failing every Redis call.
         bb8_redis::redis::Client::open(self.redis.url.expose())
             .map_err(|e| SettingsError::Invalid { key: "redis.url", reason: e.to_string() })?;
+        if !(0.0..=1.0).contains(&self.tracing.sample_ratio) {
+            return Err(SettingsError::Invalid {
+                key: "tracing.sample_ratio",
+                reason: "must be between 0 and 1".into(),
+            });
+        }
         let endpoint = &self.tracing.otlp_endpoint;
         if !endpoint.is_empty()
             && !endpoint.starts_with("http://")
@@ -269,6 +280,14 @@ impl Settings {
             });
         }
         Ok(())
+    }
+
+    /// Worker arbiters: explicit, or one per core.
+    pub fn worker_count(&self) -> usize {
+        if self.grpc.workers > 0 {
+            return self.grpc.workers;
+        }
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
     }
 
     /// Hasher threads: explicit, or all cores but one (at least one).
@@ -363,6 +382,7 @@ mod tests {
         assert!(load("redis.url", "redis://host:notaport").contains("redis.url"));
         assert!(load("grpc.addr", "not an address").contains("grpc.addr"));
         assert!(load("argon2.iterations", "0").contains("argon2"));
+        assert!(load("tracing.sample_ratio", "1.5").contains("tracing.sample_ratio"));
     }
 
     #[test]

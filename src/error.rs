@@ -32,6 +32,22 @@ impl fmt::Display for Dependency {
     }
 }
 
+/// What a dependency failure says about the dependency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Unreachable or failing (connection refused, schema not migrated yet):
+    /// retrying later can help. UNAVAILABLE, and it counts towards the
+    /// store's circuit breaker and restart.
+    Outage,
+    /// The dependency answers, but this replica has no capacity to wait for
+    /// it now (every pooled connection busy past the checkout timeout): our
+    /// own overload, not the dependency's. RESOURCE_EXHAUSTED, and never
+    /// counted as an outage.
+    Busy,
+    /// The dependency refused the statement: a bug. INTERNAL.
+    Rejected,
+}
+
 /// A dependency failed during one operation.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{dependency} {operation}: {detail}")]
@@ -39,19 +55,34 @@ pub struct DependencyError {
     pub dependency: Dependency,
     /// Low-cardinality name of what was attempted (`find_user_by_email`).
     pub operation: &'static str,
-    /// Whether retrying later can help (connection refused, pool timeout,
-    /// schema not yet migrated) or not (a query the server rejected).
-    pub outage: bool,
+    pub kind: FailureKind,
     pub detail: String,
 }
 
 impl DependencyError {
+    fn new(
+        kind: FailureKind,
+        dependency: Dependency,
+        operation: &'static str,
+        detail: impl fmt::Display,
+    ) -> Self {
+        Self { dependency, operation, kind, detail: detail.to_string() }
+    }
+
     pub fn outage(
         dependency: Dependency,
         operation: &'static str,
         detail: impl fmt::Display,
     ) -> Self {
-        Self { dependency, operation, outage: true, detail: detail.to_string() }
+        Self::new(FailureKind::Outage, dependency, operation, detail)
+    }
+
+    pub fn busy(
+        dependency: Dependency,
+        operation: &'static str,
+        detail: impl fmt::Display,
+    ) -> Self {
+        Self::new(FailureKind::Busy, dependency, operation, detail)
     }
 
     pub fn rejected(
@@ -59,7 +90,11 @@ impl DependencyError {
         operation: &'static str,
         detail: impl fmt::Display,
     ) -> Self {
-        Self { dependency, operation, outage: false, detail: detail.to_string() }
+        Self::new(FailureKind::Rejected, dependency, operation, detail)
+    }
+
+    pub fn is_outage(&self) -> bool {
+        self.kind == FailureKind::Outage
     }
 }
 

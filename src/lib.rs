@@ -12,3 +12,4 @@ pub mod grpc;
 pub mod ops;
 pub mod service;
 pub mod telemetry;
+pub mod workers;

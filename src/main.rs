@@ -11,6 +11,10 @@ use auth_service::{
 };
 use clap::Parser as _;
 
+/// See `Cargo.toml` for why.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let settings = match Settings::load(std::env::var("APP_ENV").ok().as_deref()) {
@@ -26,10 +30,12 @@ fn main() -> ExitCode {
 }
 
 fn serve(settings: Settings) -> ExitCode {
-    // One multi-thread Tokio runtime under the actix System: actors run on the
-    // System and arbiter threads, tonic's connections on the Tokio workers.
+    // The actix System runs on a small multi-thread Tokio runtime that keeps
+    // the acceptor, the ops server, the metrics sampler and the trace
+    // exporter; gRPC and the stores run on the worker arbiters (one per core).
     let system = actix_rt::System::with_tokio_rt(|| {
         tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
             .enable_all()
             .thread_name("auth-worker")
             .build()

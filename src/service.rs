@@ -9,8 +9,9 @@ use crate::{
             HashError, HashPassword, PasswordHasher, Scheme, Verification, VerifyPassword,
         },
         session_store::{
-            CacheUser, ClearLoginAttempts, CreateSession, DeleteSession, GetCachedUser,
-            InvalidateUser, ReserveLoginAttempt, ResolveSession, SessionStore,
+            CacheUser, ClearLoginAttempts, CreateSession, DeleteSession, InvalidateUser,
+            LookUpCachedUser, RefreshSessionUser, ReserveLoginAttempt, ResolveSession,
+            SessionStore, UserKey,
         },
         user_store::{
             CreateUser, CreateUserError, FindCredentials, FindUserByEmail, FindUserById,
@@ -167,10 +168,10 @@ impl AuthService {
         };
 
         let user = credentials.user;
-        let session = self.sessions.call(CreateSession(user.id)).await??;
+        // The session keeps a copy of the user: the client's next call is
+        // usually GetMe.
+        let session = self.sessions.call(CreateSession(user.clone())).await??;
         self.count_login("ok");
-        // The client's next call is usually GetMe.
-        self.cache_in_background(user.clone());
         if let Err(e) = flatten(self.sessions.call(ClearLoginAttempts(email)).await) {
             tracing::warn!(error = %e, "could not reset the login-attempt counter");
         }
@@ -192,7 +193,7 @@ impl AuthService {
             let new = self.hasher.call(HashPassword(password)).await??;
             let replaced = self.users.call(ReplacePasswordHash { id: user.id, old, new }).await??;
             if replaced {
-                self.sessions.call(InvalidateUser(user.id)).await??;
+                self.sessions.call(InvalidateUser(user.clone())).await??;
             }
             Ok(replaced)
         }
@@ -219,9 +220,16 @@ impl AuthService {
     }
 
     pub async fn find_by_id(&self, uuid: &str, session: Option<&str>) -> Result<User, AuthError> {
-        self.authorize_lookup(session).await?;
-        let id = UserId::parse(uuid)?;
-        self.user_by_id(id).await?.ok_or(AuthError::UserNotFound)
+        let session = self.lookup_session(session)?;
+        let id = match UserId::parse(uuid) {
+            Ok(id) => id,
+            // Only a caller allowed to look up learns what was wrong.
+            Err(invalid) => {
+                self.authorize(session).await?;
+                return Err(invalid.into());
+            }
+        };
+        self.look_up(session, UserKey::Id(id)).await
     }
 
     pub async fn find_by_email(
@@ -229,25 +237,86 @@ impl AuthService {
         email: &str,
         session: Option<&str>,
     ) -> Result<User, AuthError> {
-        self.authorize_lookup(session).await?;
-        let email = Email::parse(email, "email")?;
-        self.users.call(FindUserByEmail(email)).await??.ok_or(AuthError::UserNotFound)
+        let session = self.lookup_session(session)?;
+        let email = match Email::parse(email, "email") {
+            Ok(email) => email,
+            Err(invalid) => {
+                self.authorize(session).await?;
+                return Err(invalid.into());
+            }
+        };
+        self.look_up(session, UserKey::Email(email)).await
+    }
+
+    /// A lookup: the session check and the cache read in one round trip;
+    /// Postgres only on a miss, and only for a caller allowed to look up.
+    async fn look_up(&self, session: Option<SessionId>, key: UserKey) -> Result<User, AuthError> {
+        let must_check = session.is_some();
+        let message = LookUpCachedUser { session: session.clone(), user: key.clone() };
+        let cached = match self.sessions.call(message).await? {
+            Ok(found) => {
+                if must_check {
+                    match found.session {
+                        None => return Err(AuthError::Unauthenticated),
+                        // A stale copy of the session's user: check the
+                        // account is still there, as GetMe would.
+                        Some(resolved) if resolved.cached_user.is_none() => {
+                            self.session_user(session.as_ref().map(SessionId::expose)).await?;
+                        }
+                        Some(_) => {}
+                    }
+                }
+                found.user
+            }
+            // Open lookups do without the cache when Redis is down.
+            Err(e) if !must_check => {
+                tracing::debug!(error = %e, "user cache unavailable");
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if let Some(user) = cached {
+            return Ok(user);
+        }
+        let user = match key {
+            UserKey::Id(id) => self.users.call(FindUserById(id)).await??,
+            UserKey::Email(email) => self.users.call(FindUserByEmail(email)).await??,
+        }
+        .ok_or(AuthError::UserNotFound)?;
+        self.cache_in_background(user.clone());
+        Ok(user)
     }
 
     /// Lookups reveal whether an account exists, so they need a session
-    /// unless the deployment opted into the Go service's open lookups.
-    async fn authorize_lookup(&self, session: Option<&str>) -> Result<(), AuthError> {
+    /// unless the deployment opted into the Go service's open lookups:
+    /// `Ok(None)` when no check is needed, the session to check otherwise.
+    fn lookup_session(&self, session: Option<&str>) -> Result<Option<SessionId>, AuthError> {
         if self.lookup_public {
-            return Ok(());
+            return Ok(None);
         }
-        self.session_user(session).await.map(drop)
+        session.and_then(SessionId::parse).map(Some).ok_or(AuthError::Unauthenticated)
     }
 
-    /// The user behind a session id, from the cache when possible.
+    /// Passes when there is no session to check, or the session is live.
+    async fn authorize(&self, session: Option<SessionId>) -> Result<(), AuthError> {
+        let Some(id) = session else {
+            return Ok(());
+        };
+        match self.sessions.call(ResolveSession(id)).await?? {
+            Some(_) => Ok(()),
+            None => Err(AuthError::Unauthenticated),
+        }
+    }
+
+    /// The user behind a session id: the session's copy while it is fresh
+    /// (one Redis command), else read again and the copy refreshed.
     async fn session_user(&self, session: Option<&str>) -> Result<User, AuthError> {
         let id = session.and_then(SessionId::parse).ok_or(AuthError::Unauthenticated)?;
-        let resolved =
-            self.sessions.call(ResolveSession(id)).await??.ok_or(AuthError::Unauthenticated)?;
+        let resolved = self
+            .sessions
+            .call(ResolveSession(id.clone()))
+            .await??
+            .ok_or(AuthError::Unauthenticated)?;
         if let Some(user) = resolved.cached_user {
             return Ok(user);
         }
@@ -257,31 +326,27 @@ impl AuthService {
             .call(FindUserById(resolved.user_id))
             .await??
             .ok_or(AuthError::Unauthenticated)?;
-        self.cache_in_background(user.clone());
-        Ok(user)
-    }
-
-    async fn user_by_id(&self, id: UserId) -> Result<Option<User>, AuthError> {
-        match self.sessions.call(GetCachedUser(id)).await? {
-            Ok(Some(user)) => return Ok(Some(user)),
-            Ok(None) => {}
-            // The cache is an optimisation: serve from Postgres without it.
-            Err(e) => tracing::debug!(error = %e, "user cache unavailable"),
-        }
-        let user = self.users.call(FindUserById(id)).await??;
-        if let Some(user) = &user {
-            self.cache_in_background(user.clone());
-        }
+        self.in_background(RefreshSessionUser { session: id, user: user.clone() });
         Ok(user)
     }
 
     fn cache_in_background(&self, user: User) {
+        self.in_background(CacheUser(user));
+    }
+
+    /// Sends a cache write without waiting for it: the answer does not
+    /// depend on it, and a failed write only costs a later miss.
+    fn in_background<M>(&self, msg: M)
+    where
+        M: actix::Message<Result = Result<(), crate::error::DependencyError>> + Send + 'static,
+        SessionStore: actix::Handler<crate::actors::Traced<M>>,
+    {
         let sessions = self.sessions.clone();
         let span = tracing::Span::current();
         tokio::spawn(tracing::Instrument::instrument(
             async move {
-                if let Ok(Err(e)) = sessions.call(CacheUser(user)).await {
-                    tracing::debug!(error = %e, "could not cache user");
+                if let Ok(Err(e)) = sessions.call(msg).await {
+                    tracing::debug!(error = %e, "could not write the cache");
                 }
             },
             span,

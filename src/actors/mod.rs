@@ -1,14 +1,18 @@
 //! The actor system: one actor per concern, each owning its resources.
 //!
-//! - [`user_store::UserStore`] owns the Postgres pool.
-//! - [`session_store::SessionStore`] owns the Redis pool.
+//! - [`user_store::UserStore`] owns a Postgres pool.
+//! - [`session_store::SessionStore`] owns a Redis pool.
 //! - [`password_hasher::PasswordHasher`] owns the argon2 worker threads.
 //! - [`metrics::MetricsSampler`] samples the others into gauges and health.
 //!
-//! Callers reach an actor only through an [`ActorClient`], which bounds its
-//! mailbox (a full one answers at once instead of queueing without limit) and
-//! wraps each message in a [`Traced`] envelope carrying the caller's span, so
-//! the trace hierarchy survives the hop onto the actor's thread.
+//! The store actors run one instance per worker arbiter (see
+//! [`crate::workers`]), each with its own pool, behind one [`ActorClient`]
+//! that sends each message to the instance on the caller's own thread.
+//!
+//! Callers reach an actor only through an [`ActorClient`], which bounds the
+//! messages a concern accepts (past that, callers are refused at once instead
+//! of queueing without limit) and wraps each message in a [`Traced`] envelope
+//! carrying the caller's span, so the trace hierarchy survives the hop.
 
 pub mod metrics;
 pub mod password_hasher;
@@ -46,6 +50,16 @@ pub enum ActorState {
 }
 
 impl ActorState {
+    /// How bad a state is, for summarising several instances by the worst.
+    const fn severity(self) -> u8 {
+        match self {
+            Self::Running => 0,
+            Self::Starting => 1,
+            Self::Degraded => 2,
+            Self::Stopped => 3,
+        }
+    }
+
     const fn from_u8(v: u8) -> Self {
         match v {
             0 => Self::Starting,
@@ -62,8 +76,9 @@ pub struct LastError {
     pub message: String,
 }
 
-/// Live counters of one actor, shared by its clients, the actor itself and
-/// the metrics sampler. Updating them is a few atomics: no actor round-trip.
+/// Live counters of one actor (all its instances), shared by its clients,
+/// the actor itself and the metrics sampler. Updating them is a few atomics:
+/// no actor round-trip.
 pub struct ActorStats {
     name: &'static str,
     capacity: usize,
@@ -71,7 +86,8 @@ pub struct ActorStats {
     pending: AtomicUsize,
     in_flight: AtomicUsize,
     restarts: AtomicU64,
-    state: AtomicU8,
+    /// One state per instance.
+    states: Box<[AtomicU8]>,
     last_error: Mutex<Option<LastError>>,
     metrics: Metrics,
 }
@@ -80,7 +96,9 @@ pub struct ActorStats {
 #[derive(Debug, Clone, Serialize)]
 pub struct ActorSnapshot {
     pub name: &'static str,
+    /// The worst state of any instance.
     pub state: ActorState,
+    pub instances: usize,
     pub restarts: u64,
     pub mailbox_capacity: usize,
     pub queued: usize,
@@ -89,7 +107,19 @@ pub struct ActorSnapshot {
 }
 
 impl ActorStats {
+    /// Stats of a single-instance actor.
     pub fn new(name: &'static str, capacity: usize, metrics: Metrics) -> Arc<Self> {
+        Self::with_instances(name, capacity, 1, metrics)
+    }
+
+    /// Stats of an actor run as `instances` instances; `capacity` bounds the
+    /// messages admitted across all of them.
+    pub fn with_instances(
+        name: &'static str,
+        capacity: usize,
+        instances: usize,
+        metrics: Metrics,
+    ) -> Arc<Self> {
         metrics.actor_mailbox_capacity.with_label_values(&[name]).set(capacity as i64);
         metrics.actor_restarts.with_label_values(&[name]);
         metrics.actor_rejected.with_label_values(&[name]);
@@ -99,7 +129,9 @@ impl ActorStats {
             pending: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             restarts: AtomicU64::new(0),
-            state: AtomicU8::new(ActorState::Starting as u8),
+            states: (0..instances.max(1))
+                .map(|_| AtomicU8::new(ActorState::Starting as u8))
+                .collect(),
             last_error: Mutex::new(None),
             metrics,
         })
@@ -115,12 +147,26 @@ impl ActorStats {
         self.capacity
     }
 
+    /// Sets the state of every instance (single-instance actors).
     pub fn set_state(&self, state: ActorState) {
-        self.state.store(state as u8, Ordering::Relaxed);
+        for slot in &self.states {
+            slot.store(state as u8, Ordering::Relaxed);
+        }
     }
 
+    pub fn set_instance_state(&self, instance: usize, state: ActorState) {
+        if let Some(slot) = self.states.get(instance) {
+            slot.store(state as u8, Ordering::Relaxed);
+        }
+    }
+
+    /// The worst state of any instance.
     pub fn state(&self) -> ActorState {
-        ActorState::from_u8(self.state.load(Ordering::Relaxed))
+        self.states
+            .iter()
+            .map(|s| ActorState::from_u8(s.load(Ordering::Relaxed)))
+            .max_by_key(|s| s.severity())
+            .unwrap_or(ActorState::Stopped)
     }
 
     pub fn record_error(&self, message: impl Into<String>) {
@@ -141,6 +187,7 @@ impl ActorStats {
         ActorSnapshot {
             name: self.name,
             state: self.state(),
+            instances: self.states.len(),
             restarts: self.restarts.load(Ordering::Relaxed),
             mailbox_capacity: self.capacity,
             queued: pending.saturating_sub(in_flight),
@@ -156,12 +203,18 @@ impl ActorStats {
             self.metrics.actor_rejected.with_label_values(&[self.name]).inc();
             return None;
         }
-        Some(Ticket {
-            stats: Arc::clone(self),
-            message,
-            enqueued_at: Instant::now(),
-            started_at: None,
-        })
+        Some(self.ticket(message))
+    }
+
+    /// A ticket outside the capacity bound, for health probes: a replica
+    /// that is busy is not thereby unready.
+    fn admit_always(self: &Arc<Self>, message: &'static str) -> Ticket {
+        self.pending.fetch_add(1, Ordering::AcqRel);
+        self.ticket(message)
+    }
+
+    fn ticket(self: &Arc<Self>, message: &'static str) -> Ticket {
+        Ticket { stats: Arc::clone(self), message, enqueued_at: Instant::now(), started_at: None }
     }
 }
 
@@ -222,7 +275,7 @@ impl<M> Traced<M> {
     pub fn open(self) -> (M, Span, Ticket) {
         let Self { msg, parent, mut ticket } = self;
         let waited = ticket.start();
-        let span = tracing::info_span!(
+        let span = crate::child_span!(
             parent: &parent,
             "actor.message",
             otel.name = %format_args!("{}.{}", ticket.stats.name, ticket.message),
@@ -235,24 +288,60 @@ impl<M> Traced<M> {
 }
 
 /// The only way to message an actor: bounded, traced, and fails fast.
+///
+/// An actor may run as several instances (one per worker); a message goes to
+/// the instance on the caller's worker, so it never leaves the thread, or,
+/// from any other thread, to the instances in turn.
 pub struct ActorClient<A: Actor> {
-    addr: Addr<A>,
+    instances: Arc<[Addr<A>]>,
+    next: Arc<AtomicUsize>,
     stats: Arc<ActorStats>,
 }
 
 impl<A: Actor> Clone for ActorClient<A> {
     fn clone(&self) -> Self {
-        Self { addr: self.addr.clone(), stats: Arc::clone(&self.stats) }
+        Self {
+            instances: Arc::clone(&self.instances),
+            next: Arc::clone(&self.next),
+            stats: Arc::clone(&self.stats),
+        }
     }
+}
+
+/// Whether a message counts against the actor's capacity.
+#[derive(Clone, Copy)]
+enum Admission {
+    Bounded,
+    /// Health probes: a saturated store must still answer "ready".
+    Always,
 }
 
 impl<A: Actor> ActorClient<A> {
     pub fn new(addr: Addr<A>, stats: Arc<ActorStats>) -> Self {
-        Self { addr, stats }
+        Self::sharded(vec![addr], stats)
+    }
+
+    /// A client for instances `addrs[i]` running on worker `i`.
+    pub fn sharded(addrs: Vec<Addr<A>>, stats: Arc<ActorStats>) -> Self {
+        Self { instances: addrs.into(), next: Arc::new(AtomicUsize::new(0)), stats }
     }
 
     pub fn stats(&self) -> &Arc<ActorStats> {
         &self.stats
+    }
+
+    pub fn instance_count(&self) -> usize {
+        self.instances.len()
+    }
+
+    fn pick(&self) -> &Addr<A> {
+        let n = self.instances.len();
+        let index = match crate::workers::current() {
+            Some(worker) if worker < n => worker,
+            _ if n == 1 => 0,
+            _ => self.next.fetch_add(1, Ordering::Relaxed) % n,
+        };
+        &self.instances[index]
     }
 
     /// Sends `msg` within the current span. A full mailbox is refused at
@@ -264,11 +353,45 @@ impl<A: Actor> ActorClient<A> {
         A: Handler<Traced<M>>,
         A::Context: ToEnvelope<A, Traced<M>>,
     {
+        self.send(self.pick(), msg, Admission::Bounded).await
+    }
+
+    /// Sends a copy of `msg` to every instance, outside the capacity bound
+    /// (health probes), and returns their answers in instance order.
+    pub async fn call_each<M>(&self, msg: M) -> Vec<Result<M::Result, CallError>>
+    where
+        M: Message + Clone + Send + 'static,
+        M::Result: Send,
+        A: Handler<Traced<M>>,
+        A::Context: ToEnvelope<A, Traced<M>>,
+    {
+        let calls =
+            self.instances.iter().map(|addr| self.send(addr, msg.clone(), Admission::Always));
+        futures_util::future::join_all(calls).await
+    }
+
+    async fn send<M>(
+        &self,
+        addr: &Addr<A>,
+        msg: M,
+        admission: Admission,
+    ) -> Result<M::Result, CallError>
+    where
+        M: Message + Send + 'static,
+        M::Result: Send,
+        A: Handler<Traced<M>>,
+        A::Context: ToEnvelope<A, Traced<M>>,
+    {
         let name = self.stats.name;
-        let ticket =
-            self.stats.try_admit(short_type_name::<M>()).ok_or(CallError::Overloaded(name))?;
+        let message = short_type_name::<M>();
+        let ticket = match admission {
+            Admission::Bounded => {
+                self.stats.try_admit(message).ok_or(CallError::Overloaded(name))?
+            }
+            Admission::Always => self.stats.admit_always(message),
+        };
         let envelope = Traced { msg, parent: Span::current(), ticket };
-        self.addr.send(envelope).await.map_err(|err| match err {
+        addr.send(envelope).await.map_err(|err| match err {
             MailboxError::Closed => CallError::Stopped(name),
             // Only `send(..).timeout(..)` yields this; admission above already
             // bounds the wait, so it would mean the same: too busy.

@@ -1,23 +1,24 @@
 //! What the two store actors (`UserStore`, `SessionStore`) share: running a
-//! repository call as a concurrent actor future, and turning the outcomes into
-//! health state and, after repeated outages, a supervised restart.
+//! repository call as a task of its own, answering health probes, and
+//! turning the outcomes into health state and, after repeated outages, a
+//! supervised restart.
 
 use std::{
+    cell::RefCell,
     fmt,
+    rc::Rc,
     sync::Arc,
     time::{Duration, Instant},
 };
 
-use actix::{
-    Actor, ActorContext as _, ActorFutureExt as _, Context, Message, ResponseActFuture,
-    WrapFuture as _,
-};
+use actix::{Actor, AsyncContext as _, Context, Handler, Message, ResponseFuture};
 use tracing::{Instrument as _, Span};
 
 use super::{ActorState, ActorStats, RestartPolicy, Ticket};
 use crate::error::{Dependency, DependencyError};
 
 /// Readiness probe of a store's dependency, plus a pool sample for metrics.
+#[derive(Clone, Copy)]
 pub struct CheckHealth;
 
 impl Message for CheckHealth {
@@ -54,13 +55,31 @@ pub trait Outage {
 
 impl Outage for DependencyError {
     fn is_outage(&self) -> bool {
-        self.outage
+        DependencyError::is_outage(self)
     }
 }
 
-/// A store's view of its dependency's health.
+/// Asks a store instance to stop so its supervisor restarts it with a fresh
+/// pool; sent by its own calls once the restart policy says so.
+pub struct Restart;
+
+impl Message for Restart {
+    type Result = ();
+}
+
+/// How recently a call must have succeeded for a health probe to take it as
+/// the answer instead of sending one of its own: under load the dependency
+/// proves itself many times a second, and a probe queued behind that load
+/// (or refused a pooled connection) would say nothing about it.
+const RECENT_SUCCESS: Duration = Duration::from_secs(1);
+
+/// One store instance's view of its dependency's health. Shared (`Rc`)
+/// between the actor and the calls it started, which all run on the
+/// instance's thread.
 pub struct StoreHealth {
     stats: Arc<ActorStats>,
+    /// Which instance of the store this is.
+    instance: usize,
     restarts: RestartPolicy,
     /// The repository may be used (for the user store: schema migrated).
     ready: bool,
@@ -83,6 +102,8 @@ pub struct StoreHealth {
     /// what a caller would wait anyway and how long a probe takes to fail,
     /// so back-to-back probes keep it open until one succeeds.
     breaker_cooldown: Duration,
+    /// When a call last succeeded, cleared by an outage.
+    last_success: Option<Instant>,
 }
 
 /// The operation name of health probes, which the breaker lets through.
@@ -91,11 +112,13 @@ pub const PROBE_OPERATION: &str = "ping";
 impl StoreHealth {
     pub fn new(
         stats: Arc<ActorStats>,
+        instance: usize,
         restarts: RestartPolicy,
         breaker_cooldown: Duration,
     ) -> Self {
         Self {
             stats,
+            instance,
             restarts,
             breaker_cooldown,
             ready: false,
@@ -103,6 +126,7 @@ impl StoreHealth {
             restart_pending: false,
             outage_streak: 0,
             open_until: None,
+            last_success: None,
         }
     }
 
@@ -114,6 +138,7 @@ impl StoreHealth {
     pub fn reset(&mut self) {
         self.in_flight = 0;
         self.restart_pending = false;
+        self.last_success = None;
         self.set_ready(false);
     }
 
@@ -127,7 +152,16 @@ impl StoreHealth {
 
     pub fn set_ready(&mut self, ready: bool) {
         self.ready = ready;
-        self.stats.set_state(if ready { ActorState::Running } else { ActorState::Starting });
+        self.set_state(if ready { ActorState::Running } else { ActorState::Starting });
+    }
+
+    pub fn set_state(&self, state: ActorState) {
+        self.stats.set_instance_state(self.instance, state);
+    }
+
+    /// The dependency answered a call within [`RECENT_SUCCESS`].
+    fn answered_recently(&self, now: Instant) -> bool {
+        self.ready && self.last_success.is_some_and(|t| now.duration_since(t) < RECENT_SUCCESS)
     }
 
     /// Records the outcome of a repository call; `true` means the actor
@@ -139,7 +173,8 @@ impl StoreHealth {
             Some(e) if e.is_outage() => {
                 let now = Instant::now();
                 self.stats.record_error(e.to_string());
-                self.stats.set_state(ActorState::Degraded);
+                self.set_state(ActorState::Degraded);
+                self.last_success = None;
                 self.outage_streak = self.outage_streak.saturating_add(1);
                 if self.outage_streak >= self.restarts.threshold() {
                     self.open_until = Some(now + self.breaker_cooldown);
@@ -148,12 +183,16 @@ impl StoreHealth {
                     self.restart_pending = true;
                 }
             }
-            _ => {
+            // Busy (our own overload) and rejected statements say nothing
+            // about the dependency's health.
+            Some(_) => {}
+            None => {
                 self.outage_streak = 0;
                 self.open_until = None;
+                self.last_success = Some(Instant::now());
                 self.restarts.record_success();
                 if self.ready {
-                    self.stats.set_state(ActorState::Running);
+                    self.set_state(ActorState::Running);
                 }
             }
         }
@@ -161,61 +200,93 @@ impl StoreHealth {
     }
 }
 
-pub trait Store: Actor<Context = Context<Self>> {
+pub trait Store: Actor<Context = Context<Self>> + Handler<Restart> {
     const NAME: &'static str;
     const DEPENDENCY: Dependency;
     type Repo: 'static;
 
-    fn health(&mut self) -> &mut StoreHealth;
+    fn health(&self) -> &Rc<RefCell<StoreHealth>>;
 
     /// The repository, or why it cannot be used yet.
     fn repo(&self, operation: &'static str) -> Result<Self::Repo, DependencyError>;
 
-    /// Runs a repository call as a future the context polls alongside others
-    /// (so the actor takes the next message at once). The ticket is released
-    /// with the reply; the outcome feeds the restart policy and the breaker.
-    /// Calls refused before reaching the dependency (not ready yet, restart
-    /// pending, circuit open) do not: a slow migration is not an outage.
+    /// Starts a repository call as a task of its own on this thread and
+    /// answers with its result. Its own task, not a future of the actor's
+    /// context: a context polls every future it holds on each wakeup, so
+    /// the cost per call would grow with the calls in flight. The actor is
+    /// free for the next message at once; the pool bounds work in flight.
+    /// The ticket is released with the reply; the outcome feeds the restart
+    /// policy and the breaker. Calls refused before reaching the dependency
+    /// (not ready yet, restart pending, circuit open) do not: a slow
+    /// migration is not an outage.
     fn run<T, E, Fut>(
         &mut self,
+        ctx: &mut Context<Self>,
         span: Span,
         ticket: Ticket,
         operation: &'static str,
         call: impl FnOnce(Self::Repo) -> Fut,
-    ) -> ResponseActFuture<Self, Result<T, E>>
+    ) -> ResponseFuture<Result<T, E>>
     where
         T: 'static,
         E: From<DependencyError> + Outage + fmt::Display + 'static,
         Fut: Future<Output = Result<T, E>> + 'static,
     {
-        let health = self.health();
-        let repo = if health.restart_pending {
-            Err(DependencyError::outage(Self::DEPENDENCY, operation, "restarting its pool"))
-        } else if operation != PROBE_OPERATION && health.breaker_open(Instant::now()) {
-            Err(DependencyError::outage(Self::DEPENDENCY, operation, "down (circuit open)"))
-        } else {
-            self.repo(operation)
+        let refusal = {
+            let health = self.health().borrow();
+            if health.restart_pending {
+                Some(DependencyError::outage(Self::DEPENDENCY, operation, "restarting its pool"))
+            } else if operation != PROBE_OPERATION && health.breaker_open(Instant::now()) {
+                Some(DependencyError::outage(Self::DEPENDENCY, operation, "down (circuit open)"))
+            } else {
+                None
+            }
         };
-        let repo = match repo {
+        let repo = match refusal.map_or_else(|| self.repo(operation), Err) {
             Ok(repo) => repo,
             Err(e) => {
                 drop(ticket);
-                return Box::pin(actix::fut::ready(Err(E::from(e))));
+                return Box::pin(std::future::ready(Err(E::from(e))));
             }
         };
-        self.health().in_flight += 1;
-        let work = call(repo);
-        Box::pin(work.instrument(span).into_actor(self).map(move |result, act, ctx| {
+        let health = Rc::clone(self.health());
+        health.borrow_mut().in_flight += 1;
+        let me = ctx.address();
+        let work = call(repo).instrument(span);
+        Box::pin(async move {
+            let result = work.await;
             drop(ticket);
-            if act.health().observe(result.as_ref().err()) {
+            let restart = health.borrow_mut().observe(result.as_ref().err());
+            if restart {
                 tracing::warn!(
                     actor = Self::NAME,
                     "repeated dependency outages; restarting with a fresh pool"
                 );
-                ctx.stop();
+                me.do_send(Restart);
             }
             result
-        }))
+        })
+    }
+
+    /// Answers a health probe: from a call that succeeded within the last
+    /// second if there is one (no extra load, and no false alarm when the
+    /// pool is saturated), else with a probe of its own.
+    fn probe<Fut>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        span: Span,
+        ticket: Ticket,
+        sample: PoolSample,
+        ping: impl FnOnce(Self::Repo) -> Fut,
+    ) -> ResponseFuture<(Result<(), DependencyError>, PoolSample)>
+    where
+        Fut: Future<Output = Result<(), DependencyError>> + 'static,
+    {
+        if self.health().borrow().answered_recently(Instant::now()) {
+            return Box::pin(std::future::ready((Ok(()), sample)));
+        }
+        let probe = self.run(ctx, span, ticket, PROBE_OPERATION, ping);
+        Box::pin(async move { (probe.await, sample) })
     }
 }
 
@@ -227,7 +298,7 @@ mod tests {
     fn health(threshold: u32) -> StoreHealth {
         let stats = ActorStats::new("Test", 8, Metrics::new().expect("metrics"));
         let policy = RestartPolicy::new(threshold, Duration::from_secs(30));
-        let mut health = StoreHealth::new(stats, policy, Duration::from_secs(2));
+        let mut health = StoreHealth::new(stats, 0, policy, Duration::from_secs(2));
         health.set_ready(true);
         health
     }
@@ -261,6 +332,28 @@ mod tests {
         assert!(!h.observe(Some(&outage())), "one call still running");
         assert!(h.restart_pending);
         assert!(h.observe::<DependencyError>(None), "restart once the last call is back");
+    }
+
+    #[test]
+    fn a_recent_success_answers_probes_and_an_outage_clears_it() {
+        let mut h = health(3);
+        assert!(!h.answered_recently(Instant::now()), "nothing answered yet");
+        h.in_flight = 1;
+        h.observe::<DependencyError>(None);
+        assert!(h.answered_recently(Instant::now()));
+        assert!(!h.answered_recently(Instant::now() + RECENT_SUCCESS), "only for a second");
+        h.in_flight = 1;
+        h.observe(Some(&outage()));
+        assert!(!h.answered_recently(Instant::now()));
+    }
+
+    #[test]
+    fn busy_pools_are_not_outages() {
+        let mut h = health(1);
+        h.in_flight = 1;
+        let busy = DependencyError::busy(Dependency::Postgres, "q", "pool checkout timed out");
+        assert!(!h.observe(Some(&busy)));
+        assert!(!h.restart_pending && !h.breaker_open(Instant::now()));
     }
 
     #[test]

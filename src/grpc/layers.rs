@@ -22,7 +22,10 @@ use tower::{Layer, Service};
 use tracing::{Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::{
+    metrics::Metrics,
+    spans::{SAMPLED, Sampler, UNSAMPLED},
+};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -34,11 +37,12 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(1);
 #[derive(Clone)]
 pub struct RpcLayer {
     metrics: Metrics,
+    sampler: Sampler,
 }
 
 impl RpcLayer {
-    pub fn new(metrics: Metrics) -> Self {
-        Self { metrics }
+    pub fn new(metrics: Metrics, sampler: Sampler) -> Self {
+        Self { metrics, sampler }
     }
 }
 
@@ -46,7 +50,7 @@ impl<S> Layer<S> for RpcLayer {
     type Service = RpcService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RpcService { inner, metrics: self.metrics.clone() }
+        RpcService { inner, metrics: self.metrics.clone(), sampler: self.sampler }
     }
 }
 
@@ -54,6 +58,7 @@ impl<S> Layer<S> for RpcLayer {
 pub struct RpcService<S> {
     inner: S,
     metrics: Metrics,
+    sampler: Sampler,
 }
 
 impl<S, B> Service<http::Request<Body>> for RpcService<S>
@@ -78,20 +83,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
 
         let rpc = RpcName::parse(request.uri().path());
-        let span = tracing::info_span!(
-            "grpc.server",
-            otel.name = %rpc.full_name(),
-            otel.kind = "server",
-            otel.status_code = Empty,
-            rpc.system = "grpc",
-            rpc.service = rpc.service,
-            rpc.method = rpc.method,
-            rpc.grpc.status_code = Empty,
-        );
-        let parent = opentelemetry::global::get_text_map_propagator(|p| {
-            p.extract(&HeaderExtractor(request.headers()))
-        });
-        let _ = span.set_parent(parent);
+        let span = root_span(rpc, self.sampler, request.headers());
 
         let recorder = Recorder::start(self.metrics.clone(), rpc, span.clone());
         let deadline = grpc_timeout(request.headers());
@@ -127,21 +119,107 @@ where
     }
 }
 
+/// The request's span, sampled or not as the caller's trace context (W3C
+/// `traceparent` or Jaeger's `uber-trace-id`) and the sampler decide; see
+/// [`crate::telemetry::spans`].
+fn root_span(rpc: RpcName, sampler: Sampler, headers: &http::HeaderMap) -> Span {
+    let parent =
+        opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
+    let remote = {
+        use opentelemetry::trace::TraceContextExt as _;
+        parent.span().span_context().clone()
+    };
+    let parent_sampled = remote.is_valid().then(|| remote.is_sampled());
+    if sampler.sample(parent_sampled, coin()) {
+        let span = tracing::info_span!(
+            target: SAMPLED,
+            "grpc.server",
+            otel.name = rpc.full_name,
+            otel.kind = "server",
+            otel.status_code = Empty,
+            rpc.system = "grpc",
+            rpc.service = rpc.service,
+            rpc.method = rpc.method,
+            rpc.grpc.status_code = Empty,
+        );
+        let _ = span.set_parent(parent);
+        span
+    } else {
+        let span = tracing::info_span!(
+            target: UNSAMPLED,
+            "grpc.server",
+            rpc.service = rpc.service,
+            rpc.method = rpc.method,
+            rpc.grpc.status_code = Empty,
+            trace_id = Empty,
+        );
+        // Log lines still name the caller's trace.
+        if remote.is_valid() && !span.is_disabled() {
+            span.record("trace_id", tracing::field::display(remote.trace_id()));
+        }
+        span
+    }
+}
+
+/// A cheap uniformly random `u64` for sampling decisions (xorshift, one
+/// state per thread, seeded from the OS).
+fn coin() -> u64 {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(getrandom::u64().unwrap_or(0x9E37_79B9_7F4A_7C15) | 1);
+    }
+    STATE.with(|state| {
+        let mut x = state.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        state.set(x);
+        x
+    })
+}
+
 /// The RPCs this server serves, with their go-grpc-prometheus type. Metric
 /// labels come only from this list: any other path is `unknown`, so a
 /// scanner cannot mint new time series.
-const KNOWN_RPCS: &[(&str, &str, &str)] = &[
-    ("userService.UserService", "Register", "unary"),
-    ("userService.UserService", "FindByEmail", "unary"),
-    ("userService.UserService", "FindByID", "unary"),
-    ("userService.UserService", "Login", "unary"),
-    ("userService.UserService", "GetMe", "unary"),
-    ("userService.UserService", "Logout", "unary"),
-    ("grpc.health.v1.Health", "Check", "unary"),
-    ("grpc.health.v1.Health", "Watch", "server_stream"),
-    ("grpc.reflection.v1.ServerReflection", "ServerReflectionInfo", "bidi_stream"),
-    ("grpc.reflection.v1alpha.ServerReflection", "ServerReflectionInfo", "bidi_stream"),
+const KNOWN_RPCS: &[RpcName] = &[
+    RpcName::new(
+        "userService.UserService",
+        "Register",
+        "unary",
+        "userService.UserService/Register",
+    ),
+    RpcName::new(
+        "userService.UserService",
+        "FindByEmail",
+        "unary",
+        "userService.UserService/FindByEmail",
+    ),
+    RpcName::new(
+        "userService.UserService",
+        "FindByID",
+        "unary",
+        "userService.UserService/FindByID",
+    ),
+    RpcName::new("userService.UserService", "Login", "unary", "userService.UserService/Login"),
+    RpcName::new("userService.UserService", "GetMe", "unary", "userService.UserService/GetMe"),
+    RpcName::new("userService.UserService", "Logout", "unary", "userService.UserService/Logout"),
+    RpcName::new("grpc.health.v1.Health", "Check", "unary", "grpc.health.v1.Health/Check"),
+    RpcName::new("grpc.health.v1.Health", "Watch", "server_stream", "grpc.health.v1.Health/Watch"),
+    RpcName::new(
+        "grpc.reflection.v1.ServerReflection",
+        "ServerReflectionInfo",
+        "bidi_stream",
+        "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    ),
+    RpcName::new(
+        "grpc.reflection.v1alpha.ServerReflection",
+        "ServerReflectionInfo",
+        "bidi_stream",
+        "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    ),
 ];
+
+const UNKNOWN_RPC: RpcName = RpcName::new("unknown", "unknown", "unary", "unknown/unknown");
 
 /// `/package.Service/Method` of a known RPC, or `unknown`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,19 +227,27 @@ struct RpcName {
     service: &'static str,
     method: &'static str,
     kind: &'static str,
+    /// `service/method`, the span name.
+    full_name: &'static str,
 }
 
 impl RpcName {
-    fn parse(path: &str) -> Self {
-        let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or(("", ""));
-        KNOWN_RPCS.iter().find(|(s, m, _)| *s == service && *m == method).map_or(
-            Self { service: "unknown", method: "unknown", kind: "unary" },
-            |&(service, method, kind)| Self { service, method, kind },
-        )
+    const fn new(
+        service: &'static str,
+        method: &'static str,
+        kind: &'static str,
+        full_name: &'static str,
+    ) -> Self {
+        Self { service, method, kind, full_name }
     }
 
-    fn full_name(&self) -> String {
-        format!("{}/{}", self.service, self.method)
+    fn parse(path: &str) -> Self {
+        let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or(("", ""));
+        KNOWN_RPCS
+            .iter()
+            .find(|rpc| rpc.service == service && rpc.method == method)
+            .copied()
+            .unwrap_or(UNKNOWN_RPC)
     }
 }
 
@@ -225,7 +311,7 @@ impl Recorder {
         }
         self.span.in_scope(|| {
             tracing::info!(
-                method = %self.rpc.full_name(),
+                method = self.rpc.full_name,
                 code = go_code_name(code),
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
                 "rpc"
@@ -380,6 +466,9 @@ mod tests {
             RpcName::parse("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo").kind,
             "bidi_stream"
         );
+        for rpc in KNOWN_RPCS {
+            assert_eq!(rpc.full_name, format!("{}/{}", rpc.service, rpc.method));
+        }
         for junk in ["/", "", "/x/y", "/userService.UserService/Nope", "/a/b/c"] {
             let rpc = RpcName::parse(junk);
             assert_eq!((rpc.service, rpc.method), ("unknown", "unknown"), "{junk}");

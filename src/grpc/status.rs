@@ -4,7 +4,7 @@
 
 use tonic::{Code, Status, metadata::MetadataValue};
 
-use crate::error::{AuthError, CallError};
+use crate::error::{AuthError, CallError, FailureKind};
 
 pub fn to_status(err: AuthError) -> Status {
     let (code, message) = match &err {
@@ -22,12 +22,14 @@ pub fn to_status(err: AuthError) -> Status {
         AuthError::Actor(CallError::Stopped(_)) => {
             (Code::Unavailable, "service restarting; retry shortly".to_owned())
         }
-        AuthError::Dependency(e) if e.outage => {
-            (Code::Unavailable, format!("{} unavailable; retry shortly", e.dependency))
-        }
-        AuthError::Dependency(_) | AuthError::Internal(_) => {
-            (Code::Internal, "internal error".to_owned())
-        }
+        AuthError::Dependency(e) => match e.kind {
+            FailureKind::Outage => {
+                (Code::Unavailable, format!("{} unavailable; retry shortly", e.dependency))
+            }
+            FailureKind::Busy => (Code::ResourceExhausted, "server busy; retry shortly".to_owned()),
+            FailureKind::Rejected => (Code::Internal, "internal error".to_owned()),
+        },
+        AuthError::Internal(_) => (Code::Internal, "internal error".to_owned()),
     };
 
     // Client mistakes are routine: debug. Load and outages: warn. Bugs: error.
@@ -44,6 +46,7 @@ pub fn to_status(err: AuthError) -> Status {
     let retry_after = match &err {
         AuthError::LoginThrottled { retry_after } => Some(retry_after.as_secs().max(1)),
         AuthError::Actor(CallError::Overloaded(_)) => Some(1),
+        AuthError::Dependency(e) if e.kind == FailureKind::Busy => Some(1),
         _ => None,
     };
     if let Some(secs) = retry_after {
@@ -80,6 +83,10 @@ mod tests {
             (
                 AuthError::Dependency(DependencyError::outage(Dependency::Redis, "get", "refused")),
                 Code::Unavailable,
+            ),
+            (
+                AuthError::Dependency(DependencyError::busy(Dependency::Postgres, "q", "pool")),
+                Code::ResourceExhausted,
             ),
             (
                 AuthError::Dependency(DependencyError::rejected(Dependency::Postgres, "q", "bad")),

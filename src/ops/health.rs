@@ -74,10 +74,13 @@ where
     A: Actor + Handler<Traced<CheckHealth>>,
     A::Context: ToEnvelope<A, Traced<CheckHealth>>,
 {
-    match tokio::time::timeout(PROBE_TIMEOUT, client.call(CheckHealth)).await {
-        Ok(Ok((Ok(()), _))) => None,
-        Ok(Ok((Err(e), _))) => Some(e.to_string()),
-        Ok(Err(e)) => Some(e.to_string()),
+    // Every instance: a request may land on any of them.
+    match tokio::time::timeout(PROBE_TIMEOUT, client.call_each(CheckHealth)).await {
+        Ok(answers) => answers.into_iter().find_map(|answer| match answer {
+            Ok((Ok(()), _)) => None,
+            Ok((Err(e), _)) => Some(e.to_string()),
+            Err(e) => Some(e.to_string()),
+        }),
         Err(_) => Some(format!("no answer within {PROBE_TIMEOUT:?}")),
     }
 }

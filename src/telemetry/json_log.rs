@@ -1,14 +1,22 @@
 //! One JSON object per log line, carrying the OpenTelemetry trace and span
-//! ids of the current span so logs and traces join up in Grafana/Jaeger.
+//! ids of the current span so logs and traces join up in Grafana/Jaeger; for
+//! requests that are not traced, the trace id of the caller's trace context
+//! (kept by [`TraceIdFields`]).
 
 use std::fmt;
 
 use opentelemetry::trace::TraceContextExt as _;
 use serde_json::{Map, Value};
-use tracing::{Event, Subscriber, field::Field};
+use tracing::{
+    Event, Subscriber,
+    field::Field,
+    span::{Attributes, Id, Record},
+};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::{
+    Layer,
     fmt::{FmtContext, FormatEvent, FormatFields, format::Writer},
+    layer::Context,
     registry::LookupSpan,
 };
 
@@ -46,9 +54,65 @@ where
         if span_context.is_valid() {
             line.insert("trace_id".into(), span_context.trace_id().to_string().into());
             line.insert("span_id".into(), span_context.span_id().to_string().into());
+        } else if let Some(id) = ctx.event_scope().and_then(|scope| {
+            scope.from_root().find_map(|span| span.extensions().get::<TraceId>().cloned())
+        }) {
+            line.insert("trace_id".into(), id.0.into());
         }
         let text = serde_json::to_string(&Value::Object(line)).map_err(|_| fmt::Error)?;
         writeln!(writer, "{text}")
+    }
+}
+
+/// The `trace_id` field of a span, as an extension the formatter can read.
+#[derive(Clone)]
+struct TraceId(String);
+
+/// Keeps the `trace_id` field that the RPC layer records on the span of a
+/// request that is not traced (the caller's trace id), for [`JsonWithTraceIds`].
+pub struct TraceIdFields;
+
+impl<S> Layer<S> for TraceIdFields
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if attrs.metadata().fields().field("trace_id").is_some() {
+            let mut found = TraceIdVisitor(None);
+            attrs.record(&mut found);
+            store(found.0, id, &ctx);
+        }
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let mut found = TraceIdVisitor(None);
+        values.record(&mut found);
+        store(found.0, id, &ctx);
+    }
+}
+
+fn store<S>(trace_id: Option<String>, id: &Id, ctx: &Context<'_, S>)
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    if let (Some(trace_id), Some(span)) = (trace_id, ctx.span(id)) {
+        span.extensions_mut().replace(TraceId(trace_id));
+    }
+}
+
+struct TraceIdVisitor(Option<String>);
+
+impl tracing::field::Visit for TraceIdVisitor {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "trace_id" {
+            self.0 = Some(value.to_owned());
+        }
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "trace_id" {
+            self.0 = Some(format!("{value:?}"));
+        }
     }
 }
 

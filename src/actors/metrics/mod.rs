@@ -18,7 +18,11 @@ use super::{
     ActorClient, ActorSnapshot, ActorState, ActorStats, CheckHealth, PoolSample, Traced,
     session_store::SessionStore, user_store::UserStore,
 };
-use crate::{error::Dependency, grpc::health::ServingState, telemetry::metrics::Metrics};
+use crate::{
+    error::{CallError, Dependency, DependencyError},
+    grpc::health::ServingState,
+    telemetry::metrics::Metrics,
+};
 
 pub const NAME: &str = "Metrics";
 
@@ -108,8 +112,9 @@ impl MetricsSampler {
         let users = self.users.clone();
         let sessions = self.sessions.clone();
         let probes = async move {
-            let (pg, redis) = tokio::join!(users.call(CheckHealth), sessions.call(CheckHealth));
-            [(Dependency::Postgres, pg), (Dependency::Redis, redis)]
+            let (pg, redis) =
+                tokio::join!(users.call_each(CheckHealth), sessions.call_each(CheckHealth));
+            [(Dependency::Postgres, summarise(pg)), (Dependency::Redis, summarise(redis))]
         };
         ctx.spawn(probes.into_actor(self).map(|results, act, ctx| {
             act.probe_pending = false;
@@ -168,6 +173,29 @@ impl MetricsSampler {
             self.dependencies.iter().map(|(d, s)| (d.to_string(), s.up)).collect();
         actix::spawn(async move { serving.publish(&statuses).await });
     }
+}
+
+/// A store instance's answer to [`CheckHealth`].
+type Probe = (Result<(), DependencyError>, PoolSample);
+
+/// One answer for a store run as several instances: up only if every
+/// instance's dependency answered (a request may land on any of them), and
+/// the pools summed.
+fn summarise(answers: Vec<Result<Probe, CallError>>) -> Result<Probe, CallError> {
+    let mut total = PoolSample::default();
+    let mut failure = None;
+    for answer in answers {
+        let (result, sample) = answer?;
+        total.max_size += sample.max_size;
+        total.connections += sample.connections;
+        total.idle += sample.idle;
+        total.pending_gets += sample.pending_gets;
+        total.timeouts += sample.timeouts;
+        if let Err(e) = result {
+            failure.get_or_insert(e);
+        }
+    }
+    Ok((failure.map_or(Ok(()), Err), total))
 }
 
 impl Actor for MetricsSampler {
@@ -238,12 +266,15 @@ mod tests {
             settings.redis.url = SecretUrl::new("redis://127.0.0.1:1");
             let metrics = Metrics::new().expect("metrics");
             let stats = |name| ActorStats::new(name, 8, metrics.clone());
-            let users = UserStore::start(settings.postgres.clone(), &settings.actors, stats("U"));
+            let workers = crate::workers::Workers::start(1);
+            let users =
+                UserStore::start(settings.postgres.clone(), &settings.actors, stats("U"), &workers);
             let sessions = SessionStore::start(
                 settings.redis.clone(),
                 SessionPolicy::from_settings(&settings),
                 &settings.actors,
                 stats("S"),
+                &workers,
             );
             let (reporter, _service) = tonic_health::server::health_reporter();
             let serving = ServingState::new(reporter).await;

@@ -1,36 +1,52 @@
-//! The `SessionStore` actor: owns the Redis pool (sessions, user cache,
-//! login-failure counters). Like `UserStore`, it answers with concurrent
-//! futures and restarts itself with a fresh pool after repeated outages.
+//! The `SessionStore` actor: owns a Redis pool (sessions, user cache,
+//! login-failure counters). One instance per worker; like `UserStore`, each
+//! runs its repository calls as tasks of their own and restarts itself with
+//! a fresh pool after repeated outages.
 
 pub mod repository;
 
-use std::{sync::Arc, time::Duration};
+use std::{cell::RefCell, rc::Rc, sync::Arc, time::Duration};
 
-use actix::{Actor, Context, Handler, Message, ResponseActFuture, Supervised, Supervisor};
+use actix::{
+    Actor, ActorContext as _, Context, Handler, Message, ResponseFuture, Supervised, Supervisor,
+};
 
-pub use repository::{RedisSessionRepository, ResolvedSession, SessionPolicy};
+pub use repository::{
+    CachedLookup, RedisSessionRepository, ResolvedSession, SessionPolicy, UserKey,
+};
 
 use super::{
     ActorClient, ActorState, ActorStats, RestartPolicy, Traced,
-    store::{CheckHealth, PROBE_OPERATION, PoolSample, Store, StoreHealth},
+    store::{CheckHealth, PoolSample, Restart, Store, StoreHealth},
 };
 use crate::{
     config::{ActorSettings, RedisSettings},
-    domain::{Email, SessionId, User, UserId},
+    domain::{Email, SessionId, User},
     error::{Dependency, DependencyError},
+    workers::Workers,
 };
 
 pub const NAME: &str = "SessionStore";
 
-pub struct CreateSession(pub UserId);
+/// Opens a session for the user (keeping a copy of the user with it).
+pub struct CreateSession(pub User);
 impl Message for CreateSession {
     type Result = Result<SessionId, DependencyError>;
 }
 
-/// The session's user id and, if cached, the user itself.
+/// The session's user id and, if fresh, its copy of the user.
 pub struct ResolveSession(pub SessionId);
 impl Message for ResolveSession {
     type Result = Result<Option<ResolvedSession>, DependencyError>;
+}
+
+/// Stores a fresh copy of the user with the session (after a miss).
+pub struct RefreshSessionUser {
+    pub session: SessionId,
+    pub user: User,
+}
+impl Message for RefreshSessionUser {
+    type Result = Result<(), DependencyError>;
 }
 
 /// `true` if a session was deleted.
@@ -39,17 +55,24 @@ impl Message for DeleteSession {
     type Result = Result<bool, DependencyError>;
 }
 
-pub struct GetCachedUser(pub UserId);
-impl Message for GetCachedUser {
-    type Result = Result<Option<User>, DependencyError>;
+/// A lookup's Redis work: the caller's session (if given) and the cached
+/// user, in one round trip.
+pub struct LookUpCachedUser {
+    pub session: Option<SessionId>,
+    pub user: UserKey,
+}
+impl Message for LookUpCachedUser {
+    type Result = Result<CachedLookup, DependencyError>;
 }
 
+/// Caches a user for lookups by id and by email.
 pub struct CacheUser(pub User);
 impl Message for CacheUser {
     type Result = Result<(), DependencyError>;
 }
 
-pub struct InvalidateUser(pub UserId);
+/// Drops every cached copy of the user (lookup cache, session copies).
+pub struct InvalidateUser(pub User);
 impl Message for InvalidateUser {
     type Result = Result<(), DependencyError>;
 }
@@ -68,33 +91,48 @@ impl Message for ClearLoginAttempts {
 
 pub struct SessionStore {
     settings: RedisSettings,
+    pool_size: u32,
     policy: SessionPolicy,
     repo: Option<RedisSessionRepository>,
-    health: StoreHealth,
+    health: Rc<RefCell<StoreHealth>>,
 }
 
 impl SessionStore {
-    /// Starts the actor under a supervisor on its own arbiter thread.
+    /// Starts one supervised instance on each worker, each with its share
+    /// of `redis.pool_max_size` connections.
     pub fn start(
         settings: RedisSettings,
         policy: SessionPolicy,
         actors: &ActorSettings,
         stats: Arc<ActorStats>,
+        workers: &Workers,
     ) -> ActorClient<Self> {
-        let arbiter = actix::Arbiter::new();
-        let breaker_cooldown = settings.connect_timeout();
-        let actor = Self {
-            settings,
-            policy,
-            repo: None,
-            health: StoreHealth::new(
-                Arc::clone(&stats),
-                RestartPolicy::from_settings(actors),
-                breaker_cooldown,
-            ),
-        };
-        let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| actor);
-        ActorClient::new(addr, stats)
+        let pool_size = settings.pool_max_size.div_ceil(workers.len() as u32);
+        let addrs = workers
+            .handles()
+            .enumerate()
+            .map(|(instance, arbiter)| {
+                let settings = settings.clone();
+                let stats = Arc::clone(&stats);
+                let restarts = RestartPolicy::from_settings(actors);
+                Supervisor::start_in_arbiter(&arbiter, move |_| {
+                    let breaker_cooldown = settings.connect_timeout();
+                    Self {
+                        settings,
+                        pool_size,
+                        policy,
+                        repo: None,
+                        health: Rc::new(RefCell::new(StoreHealth::new(
+                            stats,
+                            instance,
+                            restarts,
+                            breaker_cooldown,
+                        ))),
+                    }
+                })
+            })
+            .collect();
+        ActorClient::sharded(addrs, stats)
     }
 }
 
@@ -103,8 +141,8 @@ impl Store for SessionStore {
     const DEPENDENCY: Dependency = Dependency::Redis;
     type Repo = RedisSessionRepository;
 
-    fn health(&mut self) -> &mut StoreHealth {
-        &mut self.health
+    fn health(&self) -> &Rc<RefCell<StoreHealth>> {
+        &self.health
     }
 
     fn repo(&self, operation: &'static str) -> Result<RedisSessionRepository, DependencyError> {
@@ -118,76 +156,87 @@ impl Actor for SessionStore {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(self.health.stats().capacity());
-        match repository::build_pool(&self.settings) {
+        let mut health = self.health.borrow_mut();
+        // Health probes come on top of the admitted messages.
+        ctx.set_mailbox_capacity(health.stats().capacity() + 16);
+        match repository::build_pool(&self.settings, self.pool_size) {
             Ok(pool) => {
                 let prefix = self.settings.key_prefix.clone();
-                let timings = self.health.stats().metrics().dependency_seconds.clone();
+                let timings = health.stats().metrics().dependency_seconds.clone();
                 self.repo = Some(RedisSessionRepository::new(pool, prefix, self.policy, timings));
                 // Nothing to bootstrap: usable at once, Degraded on failure.
-                self.health.set_ready(true);
+                health.set_ready(true);
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot configure the redis pool");
-                self.health.stats().record_error(e.to_string());
-                self.health.stats().set_state(ActorState::Degraded);
+                health.stats().record_error(e.to_string());
+                health.set_state(ActorState::Degraded);
             }
         }
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        self.health.stats().set_state(ActorState::Stopped);
+        self.health.borrow().set_state(ActorState::Stopped);
     }
 }
 
 impl Supervised for SessionStore {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
-        self.health.stats().record_restart();
-        self.health.reset();
+        let mut health = self.health.borrow_mut();
+        health.stats().record_restart();
+        health.reset();
         self.repo = None;
     }
 }
 
-/// Each message maps to one repository call; the macro spares eight copies
+impl Handler<Restart> for SessionStore {
+    type Result = ();
+
+    fn handle(&mut self, _: Restart, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+/// Each message maps to one repository call; the macro spares nine copies
 /// of the same handler shape.
 macro_rules! handle_with_repo {
     ($msg:ty => $result:ty, $operation:literal, |$repo:ident, $inner:pat_param| $call:expr) => {
         impl Handler<Traced<$msg>> for SessionStore {
-            type Result = ResponseActFuture<Self, Result<$result, DependencyError>>;
+            type Result = ResponseFuture<Result<$result, DependencyError>>;
 
-            fn handle(&mut self, msg: Traced<$msg>, _ctx: &mut Self::Context) -> Self::Result {
+            fn handle(&mut self, msg: Traced<$msg>, ctx: &mut Self::Context) -> Self::Result {
                 let ($inner, span, ticket) = msg.open();
-                self.run(span, ticket, $operation, async move |$repo| $call.await)
+                self.run(ctx, span, ticket, $operation, async move |$repo| $call.await)
             }
         }
     };
 }
 
 handle_with_repo!(CreateSession => SessionId, "create_session",
-    |repo, CreateSession(user)| repo.create_session(user));
+    |repo, CreateSession(user)| repo.create_session(&user));
 handle_with_repo!(ResolveSession => Option<ResolvedSession>, "get_session",
     |repo, ResolveSession(id)| repo.resolve_session(&id));
+handle_with_repo!(RefreshSessionUser => (), "refresh_session_user",
+    |repo, RefreshSessionUser { session, user }| repo.refresh_session_user(&session, &user));
 handle_with_repo!(DeleteSession => bool, "delete_session",
     |repo, DeleteSession(id)| repo.delete_session(&id));
-handle_with_repo!(GetCachedUser => Option<User>, "get_cached_user",
-    |repo, GetCachedUser(id)| repo.cached_user(id));
+handle_with_repo!(LookUpCachedUser => CachedLookup, "look_up_user",
+    |repo, LookUpCachedUser { session, user }| repo.look_up(session.as_ref(), &user));
 handle_with_repo!(CacheUser => (), "cache_user",
     |repo, CacheUser(user)| repo.cache_user(&user));
 handle_with_repo!(InvalidateUser => (), "invalidate_user",
-    |repo, InvalidateUser(id)| repo.invalidate_user(id));
+    |repo, InvalidateUser(user)| repo.invalidate_user(&user));
 handle_with_repo!(ReserveLoginAttempt => Option<Duration>, "reserve_login_attempt",
     |repo, ReserveLoginAttempt(email)| repo.reserve_login_attempt(&email));
 handle_with_repo!(ClearLoginAttempts => (), "clear_login_attempts",
     |repo, ClearLoginAttempts(email)| repo.clear_login_attempts(&email));
 
 impl Handler<Traced<CheckHealth>> for SessionStore {
-    type Result = ResponseActFuture<Self, (Result<(), DependencyError>, PoolSample)>;
+    type Result = ResponseFuture<(Result<(), DependencyError>, PoolSample)>;
 
-    fn handle(&mut self, msg: Traced<CheckHealth>, _ctx: &mut Self::Context) -> Self::Result {
-        use actix::ActorFutureExt as _;
+    fn handle(&mut self, msg: Traced<CheckHealth>, ctx: &mut Self::Context) -> Self::Result {
         let (CheckHealth, span, ticket) = msg.open();
         let sample = self.repo.as_ref().map(|r| PoolSample::of(r.pool())).unwrap_or_default();
-        let probe = self.run(span, ticket, PROBE_OPERATION, async move |repo| repo.ping().await);
-        Box::pin(probe.map(move |result, _, _| (result, sample)))
+        self.probe(ctx, span, ticket, sample, async move |repo| repo.ping().await)
     }
 }

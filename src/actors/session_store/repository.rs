@@ -1,18 +1,34 @@
 //! `RedisSessionRepository`: sessions, the user cache and login-failure
-//! counters in Redis, usable without an actor. Keys (all under the configured
-//! prefix):
+//! counters in Redis, usable without an actor.
 //!
-//! - `session:<digest of id>` → user id, expires with the session
-//! - `user:<uuid>` → cached user (JSON, no password material)
-//! - `login_attempts:<digest of email>` → attempts since the window began
-//!   (cleared by a successful login)
+//! Keys, all under the configured prefix; every command or script touches
+//! exactly one key, so the layout works unchanged on Redis Cluster:
+//!
+//! - `session:<digest of id>` — hash, expires with the session:
+//!   `uid` (user id), `created` (unix seconds), and a copy of the user
+//!   (`user`, JSON without password material) valid until `cu` (unix
+//!   seconds, at most `user_cache.ttl_secs` after it was read). GetMe is one
+//!   `HMGET` of this key: one round trip.
+//! - `user_sessions:<uuid>` — sorted set of the user's session digests,
+//!   scored by expiry, so a change to the user reaches every session's copy.
+//! - `user:<uuid>` and `user_email:<digest of canonical email>` — the cached
+//!   user for lookups by id and by email (JSON, expire after
+//!   `user_cache.ttl_secs`, dropped together when the user changes).
+//! - `login_attempts:<digest of email>` — attempts since the window began
+//!   (cleared by a successful login).
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc, LazyLock,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use bb8_redis::{
     RedisConnectionManager,
-    bb8::{self, Pool, PooledConnection},
-    redis::{self, AsyncCommands as _, ErrorKind, RedisError},
+    bb8::{self, Pool},
+    redis::{self, AsyncCommands as _, ErrorKind, RedisError, Script, aio::MultiplexedConnection},
 };
 use prometheus::HistogramVec;
 use tracing::Instrument as _;
@@ -23,7 +39,7 @@ use crate::{
     error::{Dependency, DependencyError},
 };
 
-pub type RedisPool = Pool<RedisConnectionManager>;
+pub type RedisPool = Pool<RedisManager>;
 
 const REDIS: Dependency = Dependency::Redis;
 
@@ -47,28 +63,137 @@ impl SessionPolicy {
     }
 }
 
+/// bb8-redis' manager, plus a flag that marks a connection broken.
+///
+/// A multiplexed connection serves many callers at once, so a caller takes
+/// a clone of it and hands the pooled slot straight back (holding the slot
+/// for the command would serialise the pipeline). bb8-redis never reports a
+/// broken connection; rather than PING on every checkout (a second round
+/// trip per command), a command that fails on the connection flags it, and
+/// the pool replaces it when the slot comes back.
+pub struct RedisManager(RedisConnectionManager);
+
+pub struct RedisConnection {
+    conn: MultiplexedConnection,
+    broken: Arc<AtomicBool>,
+}
+
+impl bb8::ManageConnection for RedisManager {
+    type Connection = RedisConnection;
+    type Error = RedisError;
+
+    async fn connect(&self) -> Result<Self::Connection, Self::Error> {
+        let conn = self.0.connect().await?;
+        Ok(RedisConnection { conn, broken: Arc::default() })
+    }
+
+    async fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {
+        self.0.is_valid(&mut conn.conn).await
+    }
+
+    fn has_broken(&self, conn: &mut Self::Connection) -> bool {
+        conn.broken.load(Ordering::Relaxed)
+    }
+}
+
 /// Builds the pool without connecting (the service starts while Redis is
 /// down). Invalid URLs were rejected when the settings loaded.
-pub fn build_pool(settings: &RedisSettings) -> Result<RedisPool, DependencyError> {
+pub fn build_pool(settings: &RedisSettings, max_size: u32) -> Result<RedisPool, DependencyError> {
     let manager = RedisConnectionManager::new(settings.url.expose())
         .map_err(|e| DependencyError::rejected(REDIS, "configure", e))?;
     Ok(Pool::builder()
-        .max_size(settings.pool_max_size)
+        .max_size(max_size.max(1))
         .connection_timeout(settings.connect_timeout())
         // One connect attempt per checkout, as for Postgres.
         .retry_connection(false)
-        // bb8-redis never reports a broken connection, so each checkout is
-        // validated with a PING; a dead multiplexed connection is replaced
-        // instead of failing every command routed to it.
-        .test_on_check_out(true)
-        .build_unchecked(manager))
+        // Broken connections are flagged by the commands that hit them.
+        .test_on_check_out(false)
+        .build_unchecked(RedisManager(manager)))
 }
 
-/// A session looked up by id, with the cached user when there is one.
+/// A session looked up by id, with the copy of its user when that is fresh.
 #[derive(Debug, Clone)]
 pub struct ResolvedSession {
     pub user_id: UserId,
     pub cached_user: Option<User>,
+}
+
+/// Creates a session unless its key exists (a 256-bit collision will not
+/// happen, but a session is never overwritten), with its expiry, atomically.
+/// KEYS[1] session; ARGV uid, user JSON, cached-until, created, ttl.
+static CREATE_SESSION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'uid', ARGV[1], 'user', ARGV[2], 'cu', ARGV[3], 'created', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1",
+    )
+});
+
+/// Refreshes a session's copy of its user, unless the session has ended
+/// meanwhile (a plain HSET would bring it back, without expiry).
+/// KEYS[1] session; ARGV user JSON, cached-until.
+static REFRESH_SESSION_USER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'user', ARGV[1], 'cu', ARGV[2])
+return 1",
+    )
+});
+
+/// Ends a session, returning its user id (nil if there was none).
+/// KEYS[1] session.
+static END_SESSION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local uid = redis.call('HGET', KEYS[1], 'uid')
+if not uid then return false end
+redis.call('DEL', KEYS[1])
+return uid",
+    )
+});
+
+/// A user as lookups name it.
+#[derive(Debug, Clone)]
+pub enum UserKey {
+    Id(UserId),
+    Email(Email),
+}
+
+/// What a lookup found in Redis.
+#[derive(Debug, Clone)]
+pub struct CachedLookup {
+    /// The caller's session, when one was given and it exists.
+    pub session: Option<ResolvedSession>,
+    pub user: Option<User>,
+}
+
+/// `uid`, `user` and `cu` of a session hash.
+type SessionFields = (Option<String>, Option<String>, Option<u64>);
+
+async fn session_fields(
+    conn: &mut MultiplexedConnection,
+    key: &str,
+) -> Result<SessionFields, RedisError> {
+    redis::cmd("HMGET").arg(key).arg("uid").arg("user").arg("cu").query_async(conn).await
+}
+
+/// A session from its fields: none without a user id; the copy of the user
+/// only while fresh.
+fn resolve((uid, user, cached_until): SessionFields) -> Option<ResolvedSession> {
+    let user_id = uid.and_then(|u| UserId::parse(&u).ok())?;
+    let fresh = cached_until.is_some_and(|until| until > unix_now());
+    Some(ResolvedSession {
+        user_id,
+        // An undecodable copy (older format) is a miss, not an error.
+        cached_user: user
+            .filter(|_| fresh)
+            .and_then(|json| serde_json::from_str::<User>(&json).ok())
+            .filter(|u| u.id == user_id),
+    })
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[derive(Clone)]
@@ -94,94 +219,215 @@ impl RedisSessionRepository {
         &self.pool
     }
 
-    fn session_key(&self, id: &SessionId) -> String {
-        format!("{}session:{}", self.prefix, id.storage_key())
+    fn session_key(&self, digest: &str) -> String {
+        format!("{}session:{digest}", self.prefix)
+    }
+
+    fn user_sessions_key(&self, id: UserId) -> String {
+        format!("{}user_sessions:{id}", self.prefix)
     }
 
     fn user_key(&self, id: UserId) -> String {
         format!("{}user:{id}", self.prefix)
     }
 
+    fn user_email_key(&self, email: &Email) -> String {
+        format!("{}user_email:{}", self.prefix, email.storage_key())
+    }
+
+    fn lookup_key(&self, key: &UserKey) -> String {
+        match key {
+            UserKey::Id(id) => self.user_key(*id),
+            UserKey::Email(email) => self.user_email_key(email),
+        }
+    }
+
+    /// The lookup keys a user is cached under (by email only when the stored
+    /// address is one the service accepts, which is the only kind it can be
+    /// looked up by).
+    fn cache_keys(&self, user: &User) -> (String, Option<String>) {
+        let by_email = Email::parse(&user.email, "email").ok().map(|e| self.user_email_key(&e));
+        (self.user_key(user.id), by_email)
+    }
+
     fn failures_key(&self, email: &Email) -> String {
         format!("{}login_attempts:{}", self.prefix, email.storage_key())
     }
 
-    pub async fn create_session(&self, user: UserId) -> Result<SessionId, DependencyError> {
+    fn user_json(user: &User, operation: &'static str) -> Result<String, DependencyError> {
+        serde_json::to_string(user).map_err(|e| DependencyError::rejected(REDIS, operation, e))
+    }
+
+    /// Opens a session for `user`, with a copy of the user so the session's
+    /// first GetMe needs nothing else.
+    pub async fn create_session(&self, user: &User) -> Result<SessionId, DependencyError> {
+        const OP: &str = "create_session";
         let id = SessionId::generate()
-            .map_err(|e| DependencyError::rejected(REDIS, "create_session", format!("rng: {e}")))?;
-        let key = self.session_key(&id);
+            .map_err(|e| DependencyError::rejected(REDIS, OP, format!("rng: {e}")))?;
+        let digest = id.storage_key();
+        let key = self.session_key(&digest);
+        let index = self.user_sessions_key(user.id);
+        let json = Self::user_json(user, OP)?;
+        let now = unix_now();
         let ttl = self.policy.session_ttl.as_secs();
+        let cached_until = now + self.policy.user_cache_ttl.as_secs();
         let stored: bool = self
-            .run("create_session", async |conn| {
-                // NX: never overwrite, however unlikely a 256-bit collision is.
-                let reply: Option<String> = redis::cmd("SET")
-                    .arg(&key)
-                    .arg(user.to_string())
-                    .arg("EX")
-                    .arg(ttl)
-                    .arg("NX")
-                    .query_async(conn)
+            .run(OP, async |conn| {
+                // The index first: an entry whose session never came to be
+                // is pruned later, a session missing from the index would
+                // escape invalidation.
+                redis::pipe()
+                    .zadd(&index, &digest, now + ttl)
+                    .ignore()
+                    .zrembyscore(&index, "-inf", now)
+                    .ignore()
+                    .expire(&index, i64::try_from(ttl).unwrap_or(i64::MAX))
+                    .ignore()
+                    .query_async::<()>(conn)
                     .await?;
-                Ok(reply.is_some())
+                CREATE_SESSION
+                    .key(&key)
+                    .arg(user.id.to_string())
+                    .arg(&json)
+                    .arg(cached_until)
+                    .arg(now)
+                    .arg(ttl)
+                    .invoke_async(conn)
+                    .await
             })
             .await?;
         if stored {
             Ok(id)
         } else {
-            Err(DependencyError::rejected(REDIS, "create_session", "session id collision"))
+            Err(DependencyError::rejected(REDIS, OP, "session id collision"))
         }
     }
 
-    /// The session's user, with the cached copy of that user if present:
-    /// GetMe's whole Redis work, on one pooled connection.
+    /// The session's user id, with the session's copy of the user while it
+    /// is fresh: GetMe's whole Redis work, one command.
     pub async fn resolve_session(
         &self,
         id: &SessionId,
     ) -> Result<Option<ResolvedSession>, DependencyError> {
-        let key = self.session_key(id);
-        let found = self
-            .run("get_session", async |conn| {
-                let user_id: Option<String> = conn.get(&key).await?;
-                let Some(user_id) = user_id.and_then(|u| UserId::parse(&u).ok()) else {
-                    return Ok(None);
-                };
-                let cached: Option<String> = conn.get(self.user_key(user_id)).await?;
-                Ok(Some((user_id, cached)))
-            })
-            .await?;
-        Ok(found.map(|(user_id, cached)| ResolvedSession {
-            user_id,
-            // An undecodable entry (older format) is a miss, not an error.
-            cached_user: cached.and_then(|json| serde_json::from_str(&json).ok()),
-        }))
+        let key = self.session_key(&id.storage_key());
+        let fields = self.run("get_session", async |conn| session_fields(conn, &key).await).await?;
+        Ok(resolve(fields))
+    }
+
+    /// Stores a fresh copy of the user in the session, if it still exists.
+    pub async fn refresh_session_user(
+        &self,
+        id: &SessionId,
+        user: &User,
+    ) -> Result<(), DependencyError> {
+        const OP: &str = "refresh_session_user";
+        let key = self.session_key(&id.storage_key());
+        let json = Self::user_json(user, OP)?;
+        let cached_until = unix_now() + self.policy.user_cache_ttl.as_secs();
+        self.run(OP, async |conn| {
+            REFRESH_SESSION_USER
+                .key(&key)
+                .arg(&json)
+                .arg(cached_until)
+                .invoke_async::<()>(conn)
+                .await
+        })
+        .await
     }
 
     /// Ends a session; `false` if there was none.
     pub async fn delete_session(&self, id: &SessionId) -> Result<bool, DependencyError> {
-        let key = self.session_key(id);
-        let deleted: u32 = self.run("delete_session", async |conn| conn.del(&key).await).await?;
-        Ok(deleted > 0)
+        let digest = id.storage_key();
+        let key = self.session_key(&digest);
+        let ended: Option<String> = self
+            .run("delete_session", async |conn| END_SESSION.key(&key).invoke_async(conn).await)
+            .await?;
+        let Some(user_id) = ended.and_then(|u| UserId::parse(&u).ok()) else {
+            return Ok(false);
+        };
+        let index = self.user_sessions_key(user_id);
+        // The session is gone already; a stale index entry is only pruned
+        // later, so a failure here is not the caller's.
+        if let Err(e) = self
+            .run("unindex_session", async |conn| conn.zrem::<_, _, ()>(&index, &digest).await)
+            .await
+        {
+            tracing::debug!(error = %e, "could not unindex an ended session");
+        }
+        Ok(true)
     }
 
-    pub async fn cached_user(&self, id: UserId) -> Result<Option<User>, DependencyError> {
-        let key = self.user_key(id);
-        let json: Option<String> =
-            self.run("get_cached_user", async |conn| conn.get(&key).await).await?;
-        // An undecodable entry (older format) is a miss, not an error.
-        Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
+    /// A lookup's Redis work in one round trip: the caller's session (when
+    /// one must be checked) and the cached user, read side by side.
+    pub async fn look_up(
+        &self,
+        session: Option<&SessionId>,
+        user: &UserKey,
+    ) -> Result<CachedLookup, DependencyError> {
+        let user_key = self.lookup_key(user);
+        let session_key = session.map(|id| self.session_key(&id.storage_key()));
+        let (session, cached): (Option<SessionFields>, Option<String>) = self
+            .run("look_up_user", async |conn| {
+                let mut second = conn.clone();
+                let cached = second.get::<_, Option<String>>(&user_key);
+                match &session_key {
+                    // Two commands written together: one round trip, and
+                    // each touches one key (Cluster-safe).
+                    Some(key) => {
+                        let (session, cached) = tokio::join!(session_fields(conn, key), cached);
+                        Ok((Some(session?), cached?))
+                    }
+                    None => Ok((None, cached.await?)),
+                }
+            })
+            .await?;
+        Ok(CachedLookup {
+            session: session.and_then(resolve),
+            // An undecodable entry (older format) is a miss, not an error.
+            user: cached.and_then(|json| serde_json::from_str(&json).ok()),
+        })
     }
 
+    /// Caches a user for lookups by id and by email.
     pub async fn cache_user(&self, user: &User) -> Result<(), DependencyError> {
-        let key = self.user_key(user.id);
-        let json = serde_json::to_string(user)
-            .map_err(|e| DependencyError::rejected(REDIS, "cache_user", e))?;
+        const OP: &str = "cache_user";
+        let (by_id, by_email) = self.cache_keys(user);
+        let json = Self::user_json(user, OP)?;
         let ttl = self.policy.user_cache_ttl.as_secs();
-        self.run("cache_user", async |conn| conn.set_ex::<_, _, ()>(&key, json, ttl).await).await
+        self.run(OP, async |conn| {
+            let mut pipe = redis::pipe();
+            pipe.set_ex(&by_id, &json, ttl).ignore();
+            if let Some(by_email) = &by_email {
+                pipe.set_ex(by_email, &json, ttl).ignore();
+            }
+            pipe.query_async::<()>(conn).await
+        })
+        .await
     }
 
-    pub async fn invalidate_user(&self, id: UserId) -> Result<(), DependencyError> {
-        let key = self.user_key(id);
-        self.run("invalidate_user", async |conn| conn.del::<_, ()>(&key).await).await
+    /// Drops every cached copy of the user: the lookup cache and the copy in
+    /// each of the user's sessions, which then re-read the user once.
+    pub async fn invalidate_user(&self, user: &User) -> Result<(), DependencyError> {
+        let (by_id, by_email) = self.cache_keys(user);
+        let index = self.user_sessions_key(user.id);
+        let now = unix_now();
+        let digests: Vec<String> = self
+            .run("invalidate_user", async |conn| {
+                conn.del::<_, ()>(&by_id).await?;
+                if let Some(by_email) = &by_email {
+                    conn.del::<_, ()>(by_email).await?;
+                }
+                conn.zrangebyscore(&index, now, "+inf").await
+            })
+            .await?;
+        if digests.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for digest in &digests {
+            pipe.hdel(self.session_key(digest), &["user", "cu"]).ignore();
+        }
+        self.run("invalidate_session_users", async |conn| pipe.query_async::<()>(conn).await).await
     }
 
     /// Takes one login attempt from the account's budget before the password
@@ -227,12 +473,39 @@ impl RedisSessionRepository {
             .map(drop)
     }
 
+    /// A connection for one command: a clone of a pooled multiplexed
+    /// connection (the slot goes straight back), skipping any flagged broken.
+    async fn connection(
+        &self,
+        operation: &'static str,
+    ) -> Result<(MultiplexedConnection, Arc<AtomicBool>), DependencyError> {
+        // A broken connection is replaced when its slot comes back, so the
+        // second checkout gets another.
+        for _ in 0..2 {
+            let pooled = self.pool.get().await.map_err(|e| match e {
+                bb8::RunError::TimedOut => DependencyError::outage(
+                    REDIS,
+                    operation,
+                    "no connection within the connect timeout",
+                ),
+                bb8::RunError::User(e) => {
+                    DependencyError::outage(REDIS, operation, format!("cannot connect: {e}"))
+                }
+            })?;
+            if !pooled.broken.load(Ordering::Relaxed) {
+                return Ok((pooled.conn.clone(), Arc::clone(&pooled.broken)));
+            }
+        }
+        Err(DependencyError::outage(REDIS, operation, "connection broken"))
+    }
+
     async fn run<T>(
         &self,
         operation: &'static str,
-        command: impl AsyncFnOnce(&mut redis::aio::MultiplexedConnection) -> Result<T, RedisError>,
+        command: impl AsyncFnOnce(&mut MultiplexedConnection) -> Result<T, RedisError>,
     ) -> Result<T, DependencyError> {
-        let span = tracing::info_span!(
+        let span = crate::child_span!(
+            parent: &tracing::Span::current(),
             "db.query",
             otel.name = %format_args!("redis {operation}"),
             otel.kind = "client",
@@ -241,19 +514,14 @@ impl RedisSessionRepository {
         );
         let started = std::time::Instant::now();
         let result = async {
-            let mut conn: PooledConnection<'_, RedisConnectionManager> =
-                self.pool.get().await.map_err(|e| match e {
-                    bb8::RunError::TimedOut => DependencyError::outage(
-                        REDIS,
-                        operation,
-                        "timed out waiting for a pooled connection",
-                    ),
-                    bb8::RunError::User(e) => {
-                        DependencyError::outage(REDIS, operation, format!("cannot connect: {e}"))
-                    }
-                })?;
+            let (mut conn, broken) = self.connection(operation).await?;
             // The redis client bounds each command (500 ms response timeout).
-            command(&mut conn).await.map_err(|e| classify(operation, e))
+            command(&mut conn).await.map_err(|e| {
+                if e.is_connection_dropped() || e.is_io_error() || e.is_unrecoverable_error() {
+                    broken.store(true, Ordering::Relaxed);
+                }
+                classify(operation, e)
+            })
         }
         .instrument(span)
         .await;

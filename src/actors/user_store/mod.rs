@@ -1,31 +1,33 @@
-//! The `UserStore` actor: owns the Postgres pool and the schema bootstrap.
+//! The `UserStore` actor: owns a Postgres pool and the schema bootstrap.
 //!
-//! Handlers return futures the actor context runs concurrently, so a slow
-//! query never holds the actor; the pool size bounds work in flight. After
-//! repeated outages the actor stops itself and its supervisor restarts it
-//! with a fresh pool and a re-checked schema (with backoff).
+//! One instance per worker. Each repository call runs as a task of its own,
+//! so a slow query never holds the actor; the pool size bounds work in
+//! flight. After repeated outages an instance stops itself and its
+//! supervisor restarts it with a fresh pool and a re-checked schema (with
+//! backoff).
 
 pub mod migrate;
 pub mod repository;
 pub mod schema;
 
-use std::{sync::Arc, time::Duration};
+use std::{cell::RefCell, rc::Rc, sync::Arc, time::Duration};
 
 use actix::{
-    Actor, ActorFutureExt as _, AsyncContext as _, Context, Handler, Message, ResponseActFuture,
-    Supervised, Supervisor, WrapFuture as _,
+    Actor, ActorContext as _, ActorFutureExt as _, AsyncContext as _, Context, Handler, Message,
+    ResponseFuture, Supervised, Supervisor, WrapFuture as _,
 };
 
 pub use repository::{CreateUserError, PgPool, PgUserRepository};
 
 use super::{
     ActorClient, ActorState, ActorStats, RestartPolicy, Traced,
-    store::{CheckHealth, Outage, PROBE_OPERATION, PoolSample, Store, StoreHealth},
+    store::{CheckHealth, Outage, PoolSample, Restart, Store, StoreHealth},
 };
 use crate::{
     config::{ActorSettings, PostgresSettings},
     domain::{Email, NewUser, PasswordHash, User, UserCredentials, UserId},
     error::{Dependency, DependencyError},
+    workers::Workers,
 };
 
 pub const NAME: &str = "UserStore";
@@ -64,41 +66,56 @@ impl Message for ReplacePasswordHash {
 
 impl Outage for CreateUserError {
     fn is_outage(&self) -> bool {
-        matches!(self, Self::Dependency(e) if e.outage)
+        matches!(self, Self::Dependency(e) if e.is_outage())
     }
 }
 
 pub struct UserStore {
     settings: PostgresSettings,
+    pool_size: u32,
     repo: Option<PgUserRepository>,
     bootstrap_attempts: u32,
     max_backoff: Duration,
-    health: StoreHealth,
+    health: Rc<RefCell<StoreHealth>>,
 }
 
 impl UserStore {
-    /// Starts the actor under a supervisor on its own arbiter thread, so its
-    /// I/O never competes with the gRPC or ops servers for a thread.
+    /// Starts one supervised instance on each worker, each with its share
+    /// of `postgres.pool_max_size` connections.
     pub fn start(
         settings: PostgresSettings,
         actors: &ActorSettings,
         stats: Arc<ActorStats>,
+        workers: &Workers,
     ) -> ActorClient<Self> {
-        let arbiter = actix::Arbiter::new();
-        let breaker_cooldown = settings.connect_timeout();
-        let actor = Self {
-            settings,
-            repo: None,
-            bootstrap_attempts: 0,
-            max_backoff: Duration::from_secs(actors.restart_backoff_max_secs),
-            health: StoreHealth::new(
-                Arc::clone(&stats),
-                RestartPolicy::from_settings(actors),
-                breaker_cooldown,
-            ),
-        };
-        let addr = Supervisor::start_in_arbiter(&arbiter.handle(), move |_| actor);
-        ActorClient::new(addr, stats)
+        let pool_size = settings.pool_max_size.div_ceil(workers.len() as u32);
+        let max_backoff = Duration::from_secs(actors.restart_backoff_max_secs);
+        let addrs = workers
+            .handles()
+            .enumerate()
+            .map(|(instance, arbiter)| {
+                let settings = settings.clone();
+                let stats = Arc::clone(&stats);
+                let restarts = RestartPolicy::from_settings(actors);
+                Supervisor::start_in_arbiter(&arbiter, move |_| {
+                    let breaker_cooldown = settings.connect_timeout();
+                    Self {
+                        settings,
+                        pool_size,
+                        repo: None,
+                        bootstrap_attempts: 0,
+                        max_backoff,
+                        health: Rc::new(RefCell::new(StoreHealth::new(
+                            stats,
+                            instance,
+                            restarts,
+                            breaker_cooldown,
+                        ))),
+                    }
+                })
+            })
+            .collect();
+        ActorClient::sharded(addrs, stats)
     }
 
     /// Applies migrations on a plain thread (the harness blocks), retrying
@@ -120,17 +137,21 @@ impl UserStore {
             });
             match result {
                 Ok(applied) => {
-                    tracing::info!(?applied, "postgres schema is current");
+                    if !applied.is_empty() {
+                        tracing::info!(?applied, "applied postgres migrations");
+                    }
                     act.bootstrap_attempts = 0;
-                    act.health.set_ready(true);
+                    act.health.borrow_mut().set_ready(true);
                 }
                 Err(err) => {
                     // Logged once per outage, not once per retry.
                     if act.bootstrap_attempts == 0 {
                         tracing::warn!(error = %err, "postgres not ready; retrying in the background");
                     }
-                    act.health.stats().record_error(err.to_string());
-                    act.health.stats().set_state(ActorState::Degraded);
+                    let health = act.health.borrow();
+                    health.stats().record_error(err.to_string());
+                    health.set_state(ActorState::Degraded);
+                    drop(health);
                     let delay = Duration::from_millis(250 << act.bootstrap_attempts.min(7))
                         .min(act.max_backoff);
                     act.bootstrap_attempts += 1;
@@ -146,14 +167,14 @@ impl Store for UserStore {
     const DEPENDENCY: Dependency = Dependency::Postgres;
     type Repo = PgUserRepository;
 
-    fn health(&mut self) -> &mut StoreHealth {
-        &mut self.health
+    fn health(&self) -> &Rc<RefCell<StoreHealth>> {
+        &self.health
     }
 
     /// The repository, once the schema is in place.
     fn repo(&self, operation: &'static str) -> Result<PgUserRepository, DependencyError> {
         match &self.repo {
-            Some(repo) if self.health.is_ready() => Ok(repo.clone()),
+            Some(repo) if self.health.borrow().is_ready() => Ok(repo.clone()),
             _ => Err(DependencyError::outage(
                 Dependency::Postgres,
                 operation,
@@ -167,25 +188,30 @@ impl Actor for UserStore {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.set_mailbox_capacity(self.health.stats().capacity());
+        let mut health = self.health.borrow_mut();
+        // Health probes come on top of the admitted messages.
+        ctx.set_mailbox_capacity(health.stats().capacity() + 16);
         self.repo = Some(PgUserRepository::new(
-            repository::build_pool(&self.settings),
+            repository::build_pool(&self.settings, self.pool_size),
             self.settings.query_timeout(),
-            self.health.stats().metrics().dependency_seconds.clone(),
+            health.stats().metrics().dependency_seconds.clone(),
         ));
-        self.health.set_ready(false);
+        health.set_ready(false);
+        drop(health);
         self.bootstrap(ctx);
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        self.health.stats().set_state(ActorState::Stopped);
+        self.health.borrow().set_state(ActorState::Stopped);
     }
 }
 
 impl Supervised for UserStore {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
-        self.health.stats().record_restart();
-        self.health.reset();
+        let mut health = self.health.borrow_mut();
+        health.stats().record_restart();
+        health.reset();
+        drop(health);
         // Dropping the pool closes every connection, stale ones included.
         self.repo = None;
         self.bootstrap_attempts = 0;
@@ -193,67 +219,76 @@ impl Supervised for UserStore {
 }
 
 impl Handler<Traced<CreateUser>> for UserStore {
-    type Result = ResponseActFuture<Self, Result<User, CreateUserError>>;
+    type Result = ResponseFuture<Result<User, CreateUserError>>;
 
-    fn handle(&mut self, msg: Traced<CreateUser>, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Traced<CreateUser>, ctx: &mut Self::Context) -> Self::Result {
         let (CreateUser(new), span, ticket) = msg.open();
-        self.run(span, ticket, "insert_user", async move |repo| repo.create(&new).await)
+        self.run(ctx, span, ticket, "insert_user", async move |repo| repo.create(&new).await)
     }
 }
 
 impl Handler<Traced<FindUserById>> for UserStore {
-    type Result = ResponseActFuture<Self, Result<Option<User>, DependencyError>>;
+    type Result = ResponseFuture<Result<Option<User>, DependencyError>>;
 
-    fn handle(&mut self, msg: Traced<FindUserById>, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Traced<FindUserById>, ctx: &mut Self::Context) -> Self::Result {
         let (FindUserById(id), span, ticket) = msg.open();
-        self.run(span, ticket, "select_user_by_id", async move |repo| repo.find_by_id(id).await)
+        self.run(ctx, span, ticket, "select_user_by_id", async move |repo| {
+            repo.find_by_id(id).await
+        })
     }
 }
 
 impl Handler<Traced<FindUserByEmail>> for UserStore {
-    type Result = ResponseActFuture<Self, Result<Option<User>, DependencyError>>;
+    type Result = ResponseFuture<Result<Option<User>, DependencyError>>;
 
-    fn handle(&mut self, msg: Traced<FindUserByEmail>, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Traced<FindUserByEmail>, ctx: &mut Self::Context) -> Self::Result {
         let (FindUserByEmail(email), span, ticket) = msg.open();
-        self.run(span, ticket, "select_user_by_email", async move |repo| {
+        self.run(ctx, span, ticket, "select_user_by_email", async move |repo| {
             Ok(repo.find_credentials_by_email(&email).await?.map(|c| c.user))
         })
     }
 }
 
 impl Handler<Traced<FindCredentials>> for UserStore {
-    type Result = ResponseActFuture<Self, Result<Option<UserCredentials>, DependencyError>>;
+    type Result = ResponseFuture<Result<Option<UserCredentials>, DependencyError>>;
 
-    fn handle(&mut self, msg: Traced<FindCredentials>, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Traced<FindCredentials>, ctx: &mut Self::Context) -> Self::Result {
         let (FindCredentials(email), span, ticket) = msg.open();
-        self.run(span, ticket, "select_user_by_email", async move |repo| {
+        self.run(ctx, span, ticket, "select_user_by_email", async move |repo| {
             repo.find_credentials_by_email(&email).await
         })
     }
 }
 
 impl Handler<Traced<ReplacePasswordHash>> for UserStore {
-    type Result = ResponseActFuture<Self, Result<bool, DependencyError>>;
+    type Result = ResponseFuture<Result<bool, DependencyError>>;
 
     fn handle(
         &mut self,
         msg: Traced<ReplacePasswordHash>,
-        _ctx: &mut Self::Context,
+        ctx: &mut Self::Context,
     ) -> Self::Result {
         let (ReplacePasswordHash { id, old, new }, span, ticket) = msg.open();
-        self.run(span, ticket, "update_password_hash", async move |repo| {
+        self.run(ctx, span, ticket, "update_password_hash", async move |repo| {
             repo.replace_password_hash(id, &old, &new).await
         })
     }
 }
 
 impl Handler<Traced<CheckHealth>> for UserStore {
-    type Result = ResponseActFuture<Self, (Result<(), DependencyError>, PoolSample)>;
+    type Result = ResponseFuture<(Result<(), DependencyError>, PoolSample)>;
 
-    fn handle(&mut self, msg: Traced<CheckHealth>, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Traced<CheckHealth>, ctx: &mut Self::Context) -> Self::Result {
         let (CheckHealth, span, ticket) = msg.open();
         let sample = self.repo.as_ref().map(|r| PoolSample::of(r.pool())).unwrap_or_default();
-        let probe = self.run(span, ticket, PROBE_OPERATION, async move |repo| repo.ping().await);
-        Box::pin(probe.map(move |result, _, _| (result, sample)))
+        self.probe(ctx, span, ticket, sample, async move |repo| repo.ping().await)
+    }
+}
+
+impl Handler<Restart> for UserStore {
+    type Result = ();
+
+    fn handle(&mut self, _: Restart, ctx: &mut Self::Context) {
+        ctx.stop();
     }
 }

@@ -144,7 +144,7 @@ struct NewUserRow<'a> {
 
 /// Builds the pool without connecting, so the service starts (not ready)
 /// while Postgres is down and connects once it is up.
-pub fn build_pool(settings: &PostgresSettings) -> PgPool {
+pub fn build_pool(settings: &PostgresSettings, max_size: u32) -> PgPool {
     let mut config = ManagerConfig::default();
     // `Fast` only drops connections diesel saw break; a `SELECT 1` on every
     // checkout would double the round-trips of every query.
@@ -154,7 +154,7 @@ pub fn build_pool(settings: &PostgresSettings) -> PgPool {
         config,
     );
     Pool::builder()
-        .max_size(settings.pool_max_size)
+        .max_size(max_size.max(1))
         .connection_timeout(settings.connect_timeout())
         // One connect attempt per checkout, not a retry loop hammering a
         // server that is down. (bb8 0.9 still keeps the caller waiting up
@@ -302,7 +302,8 @@ impl PgUserRepository {
         statement: &'static str,
         query: impl AsyncFnOnce(&mut AsyncPgConnection) -> QueryResult<T>,
     ) -> Result<T, Failure> {
-        let span = tracing::info_span!(
+        let span = crate::child_span!(
+            parent: &tracing::Span::current(),
             "db.query",
             otel.name = %format_args!("postgres {statement}"),
             otel.kind = "client",
@@ -311,7 +312,14 @@ impl PgUserRepository {
         );
         let work = async {
             let mut conn: PooledConnection<'_, AsyncPgConnection> =
-                self.pool.get().await.map_err(Failure::Pool)?;
+                self.pool.get().await.map_err(|e| match e {
+                    // Every connection is in use and none came free in time:
+                    // with connections established, that is our own load,
+                    // not Postgres failing. (While Postgres is down its
+                    // connections break and are dropped.)
+                    bb8::RunError::TimedOut if self.pool.state().connections > 0 => Failure::Busy,
+                    e => Failure::Pool(e),
+                })?;
             query(&mut conn).await.map_err(Failure::Query)
         };
         let started = std::time::Instant::now();
@@ -330,6 +338,7 @@ impl PgUserRepository {
 
 enum Failure {
     Pool(bb8::RunError<PoolError>),
+    Busy,
     Query(DieselError),
     Timeout(Duration),
 }
@@ -337,6 +346,7 @@ enum Failure {
 impl Failure {
     fn classify(self, operation: &'static str) -> DependencyError {
         match self {
+            Self::Busy => DependencyError::busy(PG, operation, "every pooled connection busy"),
             Self::Pool(bb8::RunError::TimedOut) => {
                 DependencyError::outage(PG, operation, "timed out waiting for a pooled connection")
             }
