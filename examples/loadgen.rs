@@ -571,7 +571,7 @@ fn print_point(label: &str, r: &PointReport, json: bool) {
         format!("  runs {lo:.0}..{hi:.0}")
     });
     println!(
-        "{:<13} {:>8} {:>6} {:>10.0} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2}  {:>9} {:>7}  {:?}{}",
+        "{:<13} {:>8} {:>6} {:>10.0} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2}  {:>9} {:>7} {:>7}  {:?}{}",
         label,
         format!("{}×{}", r.connections, r.streams),
         r.in_flight,
@@ -583,6 +583,7 @@ fn print_point(label: &str, r: &PointReport, json: bool) {
         r.max_ms,
         r.server_cpu_cores.map_or("-".into(), |c| format!("{c:.2}")),
         r.server_cpu_us_per_call.map_or("-".into(), |c| format!("{c:.0}")),
+        r.server_rss_mib.map_or("-".into(), |m| format!("{m:.1}")),
         r.errors,
         runs,
     );

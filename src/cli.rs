@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::{
     actors::{
-        password_hasher::Argon2Hasher,
+        password_hasher::{Argon2Hasher, Workspace},
         session_store::{RedisSessionRepository, SessionPolicy, repository as session_repo},
         user_store::{CreateUserError, PgUserRepository, migrate, repository as user_repo},
     },
@@ -125,7 +125,9 @@ pub fn ensure_admin(
             settings.argon2.parallelism,
         )
         .map_err(|e| CliError::Input(format!("argon2 settings: {e}")))?;
-        let password_hash = hasher.hash(&password).map_err(|e| CliError::Input(e.to_string()))?;
+        let password_hash = hasher
+            .hash(&password, &mut Workspace::default())
+            .map_err(|e| CliError::Input(e.to_string()))?;
         let new = NewUser {
             id: UserId::new_random(),
             email: email.clone(),

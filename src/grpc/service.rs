@@ -38,6 +38,12 @@ fn timestamp(t: chrono::DateTime<chrono::Utc>) -> Timestamp {
 }
 
 /// The wire form of a user; `password` stays empty by construction.
+impl From<User> for proto::User {
+    fn from(user: User) -> Self {
+        to_proto(user)
+    }
+}
+
 fn to_proto(user: User) -> proto::User {
     proto::User {
         uuid: user.id.to_string(),

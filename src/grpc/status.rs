@@ -2,9 +2,47 @@
 //! place it is logged. The match has no catch-all arm: a new error variant
 //! does not compile until someone decides its code.
 
+use std::{
+    sync::{
+        LazyLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Instant,
+};
+
 use tonic::{Code, Status, metadata::MetadataValue};
 
 use crate::error::{AuthError, CallError, FailureKind};
+
+/// Lets one log line a second through and counts the rest.
+struct LogThrottle {
+    /// Seconds since [`EPOCH`] of the last line let through, plus one.
+    last: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+static UNAVAILABLE_LOG: LogThrottle = LogThrottle::new();
+static EXHAUSTED_LOG: LogThrottle = LogThrottle::new();
+
+impl LogThrottle {
+    const fn new() -> Self {
+        Self { last: AtomicU64::new(0), suppressed: AtomicU64::new(0) }
+    }
+
+    /// `Some(lines suppressed since the last one)` when this one may go.
+    fn admit(&self) -> Option<u64> {
+        let now = EPOCH.elapsed().as_secs() + 1;
+        let last = self.last.load(Ordering::Relaxed);
+        if last != now
+            && self.last.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::Relaxed));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
 
 pub fn to_status(err: AuthError) -> Status {
     let (code, message) = match &err {
@@ -32,12 +70,22 @@ pub fn to_status(err: AuthError) -> Status {
         AuthError::Internal(_) => (Code::Internal, "internal error".to_owned()),
     };
 
-    // Client mistakes are routine: debug. Load and outages: warn. Bugs: error.
+    // Client mistakes are routine: debug. Load and outages: warn, at most
+    // once a second per code (a flood or an outage refuses thousands of
+    // requests a second; a line each would cost more than the refusals and
+    // bury everything else; metrics count them all). Bugs: error, always.
     // Details (dependency errors) stay in the log, not in the response.
     match code {
         Code::Internal => tracing::error!(error = %err, "request failed"),
-        Code::Unavailable | Code::ResourceExhausted => {
-            tracing::warn!(error = %err, code = ?code, "request refused")
+        Code::Unavailable => {
+            if let Some(suppressed) = UNAVAILABLE_LOG.admit() {
+                tracing::warn!(error = %err, code = ?code, suppressed, "request refused");
+            }
+        }
+        Code::ResourceExhausted => {
+            if let Some(suppressed) = EXHAUSTED_LOG.admit() {
+                tracing::warn!(error = %err, code = ?code, suppressed, "request refused");
+            }
         }
         _ => tracing::debug!(error = %err, code = ?code, "request rejected"),
     }
@@ -98,6 +146,18 @@ mod tests {
             let shown = format!("{err:?}");
             assert_eq!(to_status(err).code(), code, "{shown}");
         }
+    }
+
+    #[test]
+    fn refusal_logs_are_throttled_to_one_a_second() {
+        let throttle = LogThrottle::new();
+        assert_eq!(throttle.admit(), Some(0));
+        for _ in 0..5 {
+            assert_eq!(throttle.admit(), None);
+        }
+        // A second later the next line goes, counting what was held back.
+        throttle.last.store(0, Ordering::Relaxed);
+        assert_eq!(throttle.admit(), Some(5));
     }
 
     #[test]

@@ -12,5 +12,6 @@ mod login;
 mod lookup;
 mod observability;
 mod ops;
+mod overload;
 mod register;
 mod session;

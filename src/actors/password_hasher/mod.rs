@@ -13,7 +13,7 @@ use std::{
 
 use actix::{Actor, Addr, Handler, Message, SyncArbiter, SyncContext};
 
-pub use hasher::{Argon2Hasher, HashError, Scheme, Verification};
+pub use hasher::{Argon2Hasher, HashError, Scheme, Verification, Workspace};
 
 use super::{ActorClient, ActorState, ActorStats, Traced};
 use crate::{
@@ -42,6 +42,8 @@ impl Message for VerifyPassword {
 
 pub struct PasswordHasher {
     hasher: Arc<Argon2Hasher>,
+    /// This thread's argon2 memory, reused by every hash.
+    workspace: Workspace,
     stats: Arc<ActorStats>,
     metrics: Metrics,
 }
@@ -59,6 +61,7 @@ impl PasswordHasher {
         let factory_stats = Arc::clone(&stats);
         let addr: Addr<Self> = SyncArbiter::start(threads.max(1), move || Self {
             hasher: Arc::clone(&hasher),
+            workspace: Workspace::default(),
             stats: Arc::clone(&factory_stats),
             metrics: metrics.clone(),
         });
@@ -68,11 +71,12 @@ impl PasswordHasher {
     /// Runs argon2 work, turning a panic into an error and a worker restart
     /// instead of a silently lost thread.
     fn guarded<T>(
-        &self,
+        &mut self,
         ctx: &mut SyncContext<Self>,
-        work: impl FnOnce(&Argon2Hasher) -> Result<T, HashError>,
+        work: impl FnOnce(&Argon2Hasher, &mut Workspace) -> Result<T, HashError>,
     ) -> Result<T, HashError> {
-        match catch_unwind(AssertUnwindSafe(|| work(&self.hasher))) {
+        let (hasher, workspace) = (&self.hasher, &mut self.workspace);
+        match catch_unwind(AssertUnwindSafe(|| work(hasher, workspace))) {
             Ok(result) => result,
             Err(_) => {
                 use actix::ActorContext as _;
@@ -107,7 +111,7 @@ impl Handler<Traced<HashPassword>> for PasswordHasher {
         let (HashPassword(password), span, _ticket) = msg.open();
         let _entered = span.enter();
         let started = Instant::now();
-        let result = self.guarded(ctx, |h| h.hash(&password));
+        let result = self.guarded(ctx, |h, memory| h.hash(&password, memory));
         self.observe("hash", Scheme::Argon2id, started);
         result
     }
@@ -120,7 +124,7 @@ impl Handler<Traced<VerifyPassword>> for PasswordHasher {
         let (VerifyPassword { password, stored }, span, _ticket) = msg.open();
         let _entered = span.enter();
         let started = Instant::now();
-        let result = self.guarded(ctx, |h| h.verify(&password, stored.as_ref()));
+        let result = self.guarded(ctx, |h, memory| h.verify(&password, stored.as_ref(), memory));
         if let Ok(v) = &result {
             self.observe("verify", v.scheme, started);
         }
@@ -144,7 +148,7 @@ mod tests {
 
         fn handle(&mut self, msg: Traced<Explode>, ctx: &mut Self::Context) -> Self::Result {
             let (Explode, _span, _ticket) = msg.open();
-            self.guarded(ctx, |_| panic!("simulated hasher bug"))
+            self.guarded(ctx, |_, _| panic!("simulated hasher bug"))
         }
     }
 

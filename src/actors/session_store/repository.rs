@@ -20,9 +20,9 @@
 use std::{
     sync::{
         Arc, LazyLock,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use bb8_redis::{
@@ -75,7 +75,41 @@ pub struct RedisManager(RedisConnectionManager);
 
 pub struct RedisConnection {
     conn: MultiplexedConnection,
-    broken: Arc<AtomicBool>,
+    health: Arc<ConnectionHealth>,
+}
+
+/// What the commands on one multiplexed connection have seen of it.
+#[derive(Default)]
+struct ConnectionHealth {
+    /// A command failed in a way that leaves the connection unusable.
+    broken: AtomicBool,
+    /// When a reply last arrived, in ms of [`uptime_ms`].
+    last_reply_ms: AtomicU64,
+}
+
+/// How recent a reply on a connection must be for a command's timeout there
+/// to mean congestion rather than a silent Redis: Redis answered commands
+/// sent before ours, so it is up; ours waited behind our own queue (the
+/// client's 500 ms response timeout counts from when the command was handed
+/// to the connection, and a saturated replica reads replies late).
+const REPLY_RECENCY: Duration = Duration::from_secs(1);
+
+impl ConnectionHealth {
+    fn replied(&self) {
+        self.last_reply_ms.store(uptime_ms(), Ordering::Relaxed);
+    }
+
+    fn replied_recently(&self) -> bool {
+        let last = self.last_reply_ms.load(Ordering::Relaxed);
+        last > 0 && uptime_ms().saturating_sub(last) < REPLY_RECENCY.as_millis() as u64
+    }
+}
+
+/// Milliseconds since the first call (never 0 after it), a cheap clock to
+/// share between tasks through an atomic.
+fn uptime_ms() -> u64 {
+    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+    START.elapsed().as_millis() as u64 + 1
 }
 
 impl bb8::ManageConnection for RedisManager {
@@ -84,7 +118,7 @@ impl bb8::ManageConnection for RedisManager {
 
     async fn connect(&self) -> Result<Self::Connection, Self::Error> {
         let conn = self.0.connect().await?;
-        Ok(RedisConnection { conn, broken: Arc::default() })
+        Ok(RedisConnection { conn, health: Arc::default() })
     }
 
     async fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {
@@ -92,7 +126,7 @@ impl bb8::ManageConnection for RedisManager {
     }
 
     fn has_broken(&self, conn: &mut Self::Connection) -> bool {
-        conn.broken.load(Ordering::Relaxed)
+        conn.health.broken.load(Ordering::Relaxed)
     }
 }
 
@@ -478,7 +512,7 @@ impl RedisSessionRepository {
     async fn connection(
         &self,
         operation: &'static str,
-    ) -> Result<(MultiplexedConnection, Arc<AtomicBool>), DependencyError> {
+    ) -> Result<(MultiplexedConnection, Arc<ConnectionHealth>), DependencyError> {
         // A broken connection is replaced when its slot comes back, so the
         // second checkout gets another.
         for _ in 0..2 {
@@ -492,8 +526,8 @@ impl RedisSessionRepository {
                     DependencyError::outage(REDIS, operation, format!("cannot connect: {e}"))
                 }
             })?;
-            if !pooled.broken.load(Ordering::Relaxed) {
-                return Ok((pooled.conn.clone(), Arc::clone(&pooled.broken)));
+            if !pooled.health.broken.load(Ordering::Relaxed) {
+                return Ok((pooled.conn.clone(), Arc::clone(&pooled.health)));
             }
         }
         Err(DependencyError::outage(REDIS, operation, "connection broken"))
@@ -514,14 +548,23 @@ impl RedisSessionRepository {
         );
         let started = std::time::Instant::now();
         let result = async {
-            let (mut conn, broken) = self.connection(operation).await?;
+            let (mut conn, health) = self.connection(operation).await?;
             // The redis client bounds each command (500 ms response timeout).
-            command(&mut conn).await.map_err(|e| {
-                if e.is_connection_dropped() || e.is_io_error() || e.is_unrecoverable_error() {
-                    broken.store(true, Ordering::Relaxed);
+            match command(&mut conn).await {
+                Ok(reply) => {
+                    health.replied();
+                    Ok(reply)
                 }
-                classify(operation, e)
-            })
+                Err(e) if e.is_timeout() && health.replied_recently() => {
+                    Err(DependencyError::busy(REDIS, operation, "reply queued past the timeout"))
+                }
+                Err(e) => {
+                    if e.is_connection_dropped() || e.is_io_error() || e.is_unrecoverable_error() {
+                        health.broken.store(true, Ordering::Relaxed);
+                    }
+                    Err(classify(operation, e))
+                }
+            }
         }
         .instrument(span)
         .await;
