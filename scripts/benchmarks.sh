@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Every figure of BENCHMARKS.md, in one run (about 25 minutes on 2 cores).
+#
+#   scripts/benchmarks.sh            # all sections
+#   scripts/benchmarks.sh sweep      # one section: ceiling sweep hashing
+#                                    #   isolation tracing memory micro
+#
+# Needs PostgreSQL and Redis on localhost (the service runs with
+# APP_ENV=local, logging at warn) and ports 5000, 5001, 7070 and 4317 free.
+# The load generator runs on the same machine, one thread, as h2load does by
+# default. Output goes to the terminal and target/benchmarks-<time>.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sections=${*:-ceiling sweep hashing isolation tracing memory micro}
+out="target/benchmarks-$(date -u +%Y%m%dT%H%M%SZ).txt"
+mkdir -p target
+exec > >(tee "$out") 2>&1
+
+cargo build --quiet --release --bin auth-service --example loadgen --example echo_server
+loadgen=target/release/examples/loadgen
+pid=""
+
+stop() {
+  if [ -n "$pid" ]; then
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    pid=""
+  fi
+}
+trap stop EXIT
+
+# start ENV=VALUE...: the service with these settings, until ready.
+start() {
+  stop
+  env APP_ENV=local AUTH__LOG__FILTER=warn "$@" target/release/auth-service >target/bench-service.log 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do
+    target/release/auth-service healthcheck >/dev/null 2>&1 && return
+    sleep 0.1
+  done
+  echo "the service did not become ready" >&2
+  exit 1
+}
+
+section() { printf '\n## %s\n' "$*"; }
+
+echo "# auth-service benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "# $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB"
+echo "# $(rustc --version), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+
+for s in $sections; do
+  case $s in
+  ceiling)
+    section "Transport ceiling: the bare tonic echo server, same load generator"
+    stop
+    target/release/examples/echo_server --addr 127.0.0.1:5001 >/dev/null 2>&1 &
+    pid=$!
+    sleep 0.5
+    $loadgen --target http://127.0.0.1:5001 --rpc get-me --sweep --repeat 3 --duration-secs 5 --warmup-secs 1 --server-pid "$pid"
+    ;;
+  sweep)
+    for rpc in get-me find-by-id find-by-email; do
+      section "Sweep: $rpc"
+      start
+      $loadgen --rpc "$rpc" --sweep --repeat 3 --duration-secs 5 --warmup-secs 1 --server-pid "$pid"
+    done
+    ;;
+  hashing)
+    section "Login and Register (argon2id at the configured cost, $(nproc) cores)"
+    start
+    $loadgen --rpc login --connections 4 --streams 4 --repeat 3 --duration-secs 8 --warmup-secs 1 --users 16 --server-pid "$pid"
+    $loadgen --rpc register --connections 4 --streams 4 --repeat 3 --duration-secs 8 --warmup-secs 1 --users 16 --server-pid "$pid"
+    ;;
+  isolation)
+    section "Isolation: GetMe at 256 in flight, alone, then beside a Login flood (64 in flight)"
+    start
+    $loadgen --rpc get-me --connections 16 --streams 16 --isolation --duration-secs 6 --warmup-secs 1 --server-pid "$pid"
+    ;;
+  tracing)
+    section "Tracing: export off, then on (sample ratio 0.1, the default), then on at 1.0"
+    start
+    $loadgen --rpc get-me --connections 16 --streams 16 --repeat 3 --duration-secs 5 --warmup-secs 1 --server-pid "$pid"
+    start AUTH__TRACING__OTLP_ENDPOINT=http://127.0.0.1:4317
+    $loadgen --rpc get-me --connections 16 --streams 16 --repeat 3 --duration-secs 5 --warmup-secs 1 --server-pid "$pid" --otlp-sink 127.0.0.1:4317
+    start AUTH__TRACING__OTLP_ENDPOINT=http://127.0.0.1:4317 AUTH__TRACING__SAMPLE_RATIO=1.0
+    $loadgen --rpc get-me --connections 16 --streams 16 --repeat 3 --duration-secs 5 --warmup-secs 1 --server-pid "$pid" --otlp-sink 127.0.0.1:4317
+    ;;
+  memory)
+    section "Memory: idle, then 1000 connections x 16 streams (16 000 calls in flight)"
+    start
+    sleep 2
+    echo "idle, before the first hash: $(awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' /proc/$pid/status)"
+    $loadgen --rpc get-me --connections 1000 --streams 16 --duration-secs 8 --warmup-secs 2 --server-pid "$pid"
+    ;;
+  micro)
+    section "Micro-benchmarks (cargo bench)"
+    stop
+    cargo bench --quiet --bench micro 2>&1 | grep -E '^[a-z].*time:|^ +time:|^[a-zA-Z].*$' | grep -v '^Benchmarking\|^Found\|outliers\|^Gnuplot'
+    ;;
+  *)
+    echo "unknown section $s" >&2
+    exit 2
+    ;;
+  esac
+done
+stop
+echo
+echo "written to $out"
