@@ -3,7 +3,7 @@
 #
 #   scripts/benchmarks.sh            # all sections
 #   scripts/benchmarks.sh sweep      # one section: ceiling sweep hashing
-#                                    #   isolation tracing memory micro
+#                                    #   isolation tracing memory storage micro
 #
 # Needs PostgreSQL and Redis on localhost (the service runs with
 # APP_ENV=local, logging at warn) and ports 5000, 5001, 7070 and 4317 free.
@@ -12,7 +12,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-sections=${*:-ceiling sweep hashing isolation tracing memory micro}
+sections=${*:-ceiling sweep hashing isolation tracing memory storage micro}
 out="target/benchmarks-$(date -u +%Y%m%dT%H%M%SZ).txt"
 mkdir -p target
 exec > >(tee "$out") 2>&1
@@ -30,14 +30,20 @@ stop() {
 }
 trap stop EXIT
 
-# start ENV=VALUE...: the service with these settings, until ready.
+# start ENV=VALUE...: the service with these settings (PostgreSQL + Redis
+# unless they say otherwise), until ready; sets ready_ms to the time it took.
 start() {
   stop
+  local began
+  began=$(date +%s%N)
   env APP_ENV=local AUTH__LOG__FILTER=warn "$@" target/release/auth-service >target/bench-service.log 2>&1 &
   pid=$!
-  for _ in $(seq 100); do
-    target/release/auth-service healthcheck >/dev/null 2>&1 && return
-    sleep 0.1
+  for _ in $(seq 500); do
+    if target/release/auth-service healthcheck >/dev/null 2>&1; then
+      ready_ms=$((($(date +%s%N) - began) / 1000000))
+      return
+    fi
+    sleep 0.02
   done
   echo "the service did not become ready" >&2
   exit 1
@@ -92,6 +98,21 @@ for s in $sections; do
     sleep 2
     echo "idle, before the first hash: $(awk '/VmRSS/ {printf "%.1f MiB", $2/1024}' /proc/$pid/status)"
     $loadgen --rpc get-me --connections 1000 --streams 16 --duration-secs 8 --warmup-secs 2 --server-pid "$pid"
+    ;;
+  storage)
+    section "Storage backends: time to ready, then GetMe and FindByID at 256 in flight"
+    rm -rf target/bench-data
+    for backend in external embedded; do
+      # Embedded: a fresh data directory, so the first start migrates.
+      start AUTH__STORAGE__BACKEND=$backend AUTH__STORAGE__DATA_DIR=target/bench-data
+      echo "$backend: ready in $ready_ms ms (first start)"
+      start AUTH__STORAGE__BACKEND=$backend AUTH__STORAGE__DATA_DIR=target/bench-data
+      echo "$backend: ready in $ready_ms ms (restart)"
+      for rpc in get-me find-by-id; do
+        $loadgen --rpc "$rpc" --connections 16 --streams 16 --repeat 3 --duration-secs 5 --warmup-secs 1 --server-pid "$pid"
+      done
+    done
+    rm -rf target/bench-data
     ;;
   micro)
     section "Micro-benchmarks (cargo bench)"

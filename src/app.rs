@@ -16,10 +16,10 @@ use crate::{
         ActorStats,
         metrics::{self as sampler, MetricsSampler},
         password_hasher::{self, Argon2Hasher, PasswordHasher},
-        session_store::{self, SessionPolicy, SessionStore},
-        user_store::{self, UserStore},
+        session_store::{self, SessionBackendSettings, SessionPolicy, SessionStore},
+        user_store::{self, SqliteUserRepository, UserDatabase, UserStore, sqlite},
     },
-    config::Settings,
+    config::{Settings, StorageBackend},
     grpc::{
         self, UserServiceImpl, health::ServingState, layers::RpcLayer,
         proto::user_service_server::UserServiceServer,
@@ -42,6 +42,8 @@ pub enum StartError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("ops server: {0}")]
     Ops(#[from] ops::OpsError),
+    #[error(transparent)]
+    EmbeddedStorage(#[from] sqlite::OpenError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +67,7 @@ pub struct Application {
     servers_done: mpsc::UnboundedReceiver<Result<(), tonic::transport::Error>>,
     http: ServerHandle,
     serving: ServingState,
+    storage: StorageBackend,
     drain_timeout: Duration,
 }
 
@@ -77,23 +80,44 @@ impl Application {
         let capacity = settings.actors.mailbox_capacity;
         let workers = Workers::start(settings.worker_count());
 
+        let storage = settings.storage.backend;
+        let (user_database, session_backend) = match storage {
+            StorageBackend::External => (
+                UserDatabase::Postgres(settings.postgres.clone()),
+                SessionBackendSettings::Redis(settings.redis.clone()),
+            ),
+            StorageBackend::Embedded => {
+                let users = SqliteUserRepository::open(
+                    &settings.storage,
+                    metrics.dependency_seconds.clone(),
+                )?;
+                tracing::warn!(
+                    database = users.location(),
+                    "EMBEDDED STORAGE: users in SQLite, sessions in this process's memory \
+                     (lost on restart). For development and single-node use only; set \
+                     AUTH__STORAGE__BACKEND=external (or APP_ENV=local/docker/production) for \
+                     PostgreSQL + Redis"
+                );
+                (
+                    UserDatabase::Sqlite(users),
+                    SessionBackendSettings::Memory { max_entries: settings.storage.max_entries },
+                )
+            }
+        };
+
         let user_stats =
             ActorStats::with_instances(user_store::NAME, capacity, workers.len(), metrics.clone());
-        let users = UserStore::start(
-            settings.postgres.clone(),
-            &settings.actors,
-            Arc::clone(&user_stats),
-            &workers,
-        );
+        let users =
+            UserStore::start(user_database, &settings.actors, Arc::clone(&user_stats), &workers);
 
         let session_stats = ActorStats::with_instances(
             session_store::NAME,
             capacity,
-            workers.len(),
+            SessionStore::instances(&session_backend, &workers),
             metrics.clone(),
         );
         let sessions = SessionStore::start(
-            settings.redis.clone(),
+            session_backend,
             SessionPolicy::from_settings(&settings),
             &settings.actors,
             Arc::clone(&session_stats),
@@ -124,6 +148,7 @@ impl Application {
             users.clone(),
             sessions.clone(),
             serving.clone(),
+            storage,
             metrics.clone(),
             sampler_stats,
         );
@@ -191,12 +216,18 @@ impl Application {
         let acceptor = tokio::spawn(accept(grpc_listener, connections, shutdown_signal));
 
         // Ops HTTP
-        let ops_state = OpsState { users, sessions, sampler, serving: serving.clone() };
+        let ops_state = OpsState { users, sessions, sampler, serving: serving.clone(), storage };
         let http_server = ops::build_server(http_listener, ops_state, &metrics)?;
         let http = http_server.handle();
         actix_rt::spawn(http_server);
 
-        tracing::info!(%grpc_addr, %http_addr, workers = workers.len(), "auth-service listening");
+        tracing::info!(
+            %grpc_addr,
+            %http_addr,
+            workers = workers.len(),
+            %storage,
+            "auth-service listening"
+        );
         Ok(Self {
             grpc_addr,
             http_addr,
@@ -206,6 +237,7 @@ impl Application {
             servers_done,
             http,
             serving,
+            storage,
             drain_timeout: settings.grpc.drain_timeout(),
         })
     }
@@ -244,7 +276,7 @@ impl Application {
         tracing::info!(drain_timeout = ?self.drain_timeout, "shutting down: draining in-flight RPCs");
         // Readiness and gRPC health flip first, so load balancers stop
         // routing here while in-flight RPCs finish.
-        self.serving.begin_drain(&["postgres", "redis"]).await;
+        self.serving.begin_drain(self.storage.dependencies()).await;
         let _ = self.shutdown.send(true);
         let workers = self.workers.len();
         let servers_done = &mut self.servers_done;

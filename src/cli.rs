@@ -7,20 +7,26 @@ use clap::{Args, Parser, Subcommand};
 use crate::{
     actors::{
         password_hasher::{Argon2Hasher, Workspace},
-        session_store::{RedisSessionRepository, SessionPolicy, repository as session_repo},
-        user_store::{CreateUserError, PgUserRepository, migrate, repository as user_repo},
+        session_store::{RedisSessionRepository, SessionPolicy, redis as session_repo},
+        user_store::{
+            CreateUserError, PgUserRepository, SqliteUserRepository, UserRepository, migrate,
+            postgres as user_repo, sqlite,
+        },
     },
-    config::Settings,
+    config::{Settings, StorageBackend},
     domain::{Email, NewUser, Password, PersonName, Role, User, UserId},
     error::DependencyError,
 };
 
 /// gRPC authentication service: register, log in with email and password
-/// (argon2id), sessions in Redis, users in PostgreSQL.
+/// (argon2id), get a session; users in PostgreSQL and sessions in Redis, or,
+/// with no configuration at all, on embedded storage (a SQLite file under
+/// ./data, sessions in memory) for development.
 ///
 /// Configuration: config/default.toml (embedded), then config/$APP_ENV.toml
-/// (local, docker, production), then AUTH__SECTION__KEY environment variables,
-/// e.g. AUTH__GRPC__ADDR=0.0.0.0:5000, AUTH__POSTGRES__URL=postgres://...
+/// (local, docker, production: PostgreSQL + Redis), then AUTH__SECTION__KEY
+/// environment variables, e.g. AUTH__GRPC__ADDR=0.0.0.0:5000,
+/// AUTH__STORAGE__BACKEND=external, AUTH__POSTGRES__URL=postgres://...
 #[derive(Debug, Parser)]
 #[command(name = "auth-service", version, about, long_about)]
 pub struct Cli {
@@ -74,14 +80,21 @@ pub enum CliError {
     Input(String),
     #[error("cannot start a runtime: {0}")]
     Runtime(#[from] std::io::Error),
+    #[error(transparent)]
+    EmbeddedStorage(#[from] sqlite::OpenError),
 }
 
 /// `auth-service migrate`: blocking, so run it before any async runtime.
 pub fn migrate(settings: &Settings) -> Result<String, CliError> {
-    let applied = migrate::prepare_database(
-        &settings.postgres.url_with_connect_timeout(),
-        settings.postgres.create_database,
-    )?;
+    let applied = match settings.storage.backend {
+        StorageBackend::External => migrate::prepare_database(
+            &settings.postgres.url_with_connect_timeout(),
+            settings.postgres.create_database,
+        )?,
+        StorageBackend::Embedded => {
+            SqliteUserRepository::open(&settings.storage, unexported_timings())?.migrate()?
+        }
+    };
     Ok(if applied.is_empty() {
         "schema is current; nothing applied".to_owned()
     } else {
@@ -104,14 +117,25 @@ pub fn ensure_admin(
 ) -> Result<String, CliError> {
     let email =
         Email::parse(&args.email, "email").map_err(|e| CliError::Input(format!("--{e}")))?;
-    migrate(settings)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let users = match settings.storage.backend {
+        StorageBackend::External => {
+            migrate(settings)?;
+            // The pool spawns its reaper on the runtime.
+            let _entered = runtime.enter();
+            UserRepository::Postgres(PgUserRepository::new(
+                user_repo::build_pool(&settings.postgres, 1),
+                settings.postgres.query_timeout(),
+                unexported_timings(),
+            ))
+        }
+        StorageBackend::Embedded => {
+            let repo = SqliteUserRepository::open(&settings.storage, unexported_timings())?;
+            repo.migrate()?;
+            UserRepository::Sqlite(repo)
+        }
+    };
     runtime.block_on(async {
-        let users = PgUserRepository::new(
-            user_repo::build_pool(&settings.postgres, 1),
-            settings.postgres.query_timeout(),
-            unexported_timings(),
-        );
         if let Some(user) = users.promote_to_admin(&email).await? {
             forget_cached(settings, &user).await;
             return Ok(format!("promoted existing account {} to admin", user.id));
@@ -155,7 +179,15 @@ pub fn ensure_admin(
 }
 
 /// Drops the cached copy of a changed user, so its new role shows at once.
+/// The embedded cache lives inside the running service, out of reach.
 async fn forget_cached(settings: &Settings, user: &User) {
+    if settings.storage.backend == StorageBackend::Embedded {
+        let _ = writeln!(
+            std::io::stderr(),
+            "note: a running embedded service keeps serving its cached copy of the user for up to user_cache.ttl_secs"
+        );
+        return;
+    }
     let pool = match session_repo::build_pool(&settings.redis, 1) {
         Ok(pool) => pool,
         Err(e) => {

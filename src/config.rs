@@ -10,6 +10,8 @@ use std::{fmt, net::SocketAddr, path::Path, time::Duration};
 use config::{Config, Environment, File, FileFormat};
 use serde::Deserialize;
 
+use crate::error::Dependency;
+
 const EMBEDDED_DEFAULTS: &str = include_str!("../config/default.toml");
 const CONFIG_DIR: &str = "config";
 /// Values `APP_ENV` may take: each has a file in `config/`.
@@ -28,6 +30,7 @@ pub enum SettingsError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
+    pub storage: StorageSettings,
     pub grpc: GrpcSettings,
     pub http: HttpSettings,
     pub postgres: PostgresSettings,
@@ -41,6 +44,55 @@ pub struct Settings {
     pub lookup: LookupSettings,
     pub actors: ActorSettings,
     pub metrics: MetricsSettings,
+}
+
+/// Which storage the stores use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    /// SQLite file + sessions in the process: development, single node.
+    Embedded,
+    /// PostgreSQL + Redis: production, any number of replicas.
+    External,
+}
+
+impl StorageBackend {
+    /// What the user store and the session store run on.
+    pub fn dependencies(self) -> [Dependency; 2] {
+        match self {
+            Self::Embedded => [Dependency::Sqlite, Dependency::Memory],
+            Self::External => [Dependency::Postgres, Dependency::Redis],
+        }
+    }
+}
+
+impl fmt::Display for StorageBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Embedded => "embedded",
+            Self::External => "external",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSettings {
+    pub backend: StorageBackend,
+    /// Embedded: the directory of the SQLite file, or `:memory:`.
+    pub data_dir: String,
+    /// Embedded: pooled SQLite connections (readers; writes take turns).
+    pub pool_max_size: u32,
+    /// Embedded: how long a statement waits for a lock or a connection.
+    pub busy_timeout_ms: u64,
+    /// Embedded: most sessions, cached users and login counters kept (each).
+    pub max_entries: usize,
+}
+
+impl StorageSettings {
+    pub fn busy_timeout(&self) -> Duration {
+        Duration::from_millis(self.busy_timeout_ms)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -223,6 +275,15 @@ impl Settings {
             }
             Ok(())
         }
+        positive("storage.pool_max_size", self.storage.pool_max_size.into())?;
+        positive("storage.busy_timeout_ms", self.storage.busy_timeout_ms)?;
+        positive("storage.max_entries", self.storage.max_entries as u64)?;
+        if self.storage.data_dir.trim().is_empty() {
+            return Err(SettingsError::Invalid {
+                key: "storage.data_dir",
+                reason: "must be a directory or \":memory:\"".into(),
+            });
+        }
         positive("postgres.pool_max_size", self.postgres.pool_max_size.into())?;
         positive("postgres.connect_timeout_ms", self.postgres.connect_timeout_ms)?;
         positive("postgres.query_timeout_ms", self.postgres.query_timeout_ms)?;
@@ -341,6 +402,8 @@ mod tests {
     #[test]
     fn embedded_defaults_match_the_contract() {
         let s = Settings::defaults().expect("defaults load");
+        assert_eq!(s.storage.backend, StorageBackend::Embedded, "no configuration: embedded");
+        assert_eq!(s.storage.data_dir, "./data");
         assert_eq!(s.grpc.addr.to_string(), "0.0.0.0:5000");
         assert_eq!(s.http.addr.to_string(), "0.0.0.0:7070");
         assert_eq!(s.postgres.url.expose(), "postgres://postgres:postgres@localhost:5432/auth_db");
@@ -361,7 +424,8 @@ mod tests {
                 .add_source(File::from(file).required(true))
                 .build()
                 .expect(env);
-            Settings::from_config(config).expect(env);
+            let settings = Settings::from_config(config).expect(env);
+            assert_eq!(settings.storage.backend, StorageBackend::External, "{env}");
         }
     }
 
@@ -383,6 +447,8 @@ mod tests {
         assert!(load("grpc.addr", "not an address").contains("grpc.addr"));
         assert!(load("argon2.iterations", "0").contains("argon2"));
         assert!(load("tracing.sample_ratio", "1.5").contains("tracing.sample_ratio"));
+        assert!(load("storage.backend", "etcd").contains("storage.backend"));
+        assert!(load("storage.data_dir", " ").contains("storage.data_dir"));
     }
 
     #[test]

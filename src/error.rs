@@ -15,12 +15,17 @@ use std::{fmt, time::Duration};
 
 use crate::domain::InvalidInput;
 
-/// A backing service the user store or the session store talks to.
+/// A backing service (or embedded store) the user store or the session
+/// store uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Dependency {
     Postgres,
     Redis,
+    /// The embedded user database.
+    Sqlite,
+    /// The embedded session store's in-actor state.
+    Memory,
 }
 
 impl fmt::Display for Dependency {
@@ -28,6 +33,8 @@ impl fmt::Display for Dependency {
         f.write_str(match self {
             Self::Postgres => "postgres",
             Self::Redis => "redis",
+            Self::Sqlite => "sqlite",
+            Self::Memory => "memory",
         })
     }
 }

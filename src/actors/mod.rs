@@ -1,13 +1,16 @@
 //! The actor system: one actor per concern, each owning its resources.
 //!
-//! - [`user_store::UserStore`] owns a Postgres pool.
-//! - [`session_store::SessionStore`] owns a Redis pool.
+//! - [`user_store::UserStore`] owns a Postgres pool, or the embedded SQLite
+//!   database.
+//! - [`session_store::SessionStore`] owns a Redis pool, or holds the
+//!   sessions itself (embedded).
 //! - [`password_hasher::PasswordHasher`] owns the argon2 worker threads.
 //! - [`metrics::MetricsSampler`] samples the others into gauges and health.
 //!
 //! The store actors run one instance per worker arbiter (see
 //! [`crate::workers`]), each with its own pool, behind one [`ActorClient`]
-//! that sends each message to the instance on the caller's own thread.
+//! that sends each message to the instance on the caller's own thread. (The
+//! embedded session store runs one instance, since it is the state.)
 //!
 //! Callers reach an actor only through an [`ActorClient`], which bounds the
 //! messages a concern accepts (past that, callers are refused at once instead

@@ -202,8 +202,10 @@ impl StoreHealth {
 
 pub trait Store: Actor<Context = Context<Self>> + Handler<Restart> {
     const NAME: &'static str;
-    const DEPENDENCY: Dependency;
     type Repo: 'static;
+
+    /// What this instance's backend is, for errors and health.
+    fn dependency(&self) -> Dependency;
 
     fn health(&self) -> &Rc<RefCell<StoreHealth>>;
 
@@ -235,9 +237,9 @@ pub trait Store: Actor<Context = Context<Self>> + Handler<Restart> {
         let refusal = {
             let health = self.health().borrow();
             if health.restart_pending {
-                Some(DependencyError::outage(Self::DEPENDENCY, operation, "restarting its pool"))
+                Some(DependencyError::outage(self.dependency(), operation, "restarting its pool"))
             } else if operation != PROBE_OPERATION && health.breaker_open(Instant::now()) {
-                Some(DependencyError::outage(Self::DEPENDENCY, operation, "down (circuit open)"))
+                Some(DependencyError::outage(self.dependency(), operation, "down (circuit open)"))
             } else {
                 None
             }

@@ -1,7 +1,8 @@
 //! What `grpc.health.v1.Health` reports, and the draining switch shared with
 //! `/health/ready`.
 //!
-//! Entries: one per dependency (`postgres`, `redis`), and the API
+//! Entries: one per dependency (`postgres`, `redis`; embedded: `sqlite`,
+//! `memory`), and the API
 //! (`userService.UserService`, plus `""` for the whole server) serving only
 //! when every dependency is up and the server is not draining.
 
@@ -11,6 +12,8 @@ use std::sync::{
 };
 
 use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::error::Dependency;
 
 /// The gRPC health service name covering the whole API.
 pub const API_SERVICE: &str = "userService.UserService";
@@ -56,14 +59,18 @@ impl ServingState {
     /// Shutdown begins: everything reports NOT_SERVING (watchers see it),
     /// then every entry is removed, which ends open `Watch` streams so they
     /// do not hold the graceful drain open.
-    pub async fn begin_drain(&self, dependencies: &[&str]) {
+    pub async fn begin_drain(&self, dependencies: [Dependency; 2]) {
         self.draining.store(true, Ordering::SeqCst);
         let mut reporter = self.reporter.clone();
-        let names = dependencies.iter().copied().chain([API_SERVICE, ""]);
-        for name in names.clone() {
+        let names: Vec<String> = dependencies
+            .iter()
+            .map(ToString::to_string)
+            .chain([API_SERVICE.to_owned(), String::new()])
+            .collect();
+        for name in &names {
             reporter.set_service_status(name, ServingStatus::NotServing).await;
         }
-        for name in names {
+        for name in &names {
             reporter.clear_service_status(name).await;
         }
     }

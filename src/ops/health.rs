@@ -14,6 +14,7 @@ use crate::{
         session_store::SessionStore,
         user_store::UserStore,
     },
+    config::StorageBackend,
     grpc::health::ServingState,
 };
 
@@ -27,6 +28,7 @@ pub struct OpsState {
     pub sessions: ActorClient<SessionStore>,
     pub sampler: ActorClient<MetricsSampler>,
     pub serving: ServingState,
+    pub storage: StorageBackend,
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -38,25 +40,29 @@ async fn live() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "live" }))
 }
 
-/// 200 when Postgres and Redis both answer through their actors; otherwise
-/// 503 naming each dependency that did not. 503 as soon as shutdown begins.
+/// 200 when both stores' backends (Postgres and Redis, or the embedded
+/// ones) answer through their actors; otherwise 503 naming each that did
+/// not. 503 as soon as shutdown begins. Either way the body names the
+/// storage backend.
 #[get("/health/ready")]
 async fn ready(state: web::Data<OpsState>) -> HttpResponse {
+    let backend = state.storage;
     if state.serving.is_draining() {
-        return HttpResponse::ServiceUnavailable().json(json!({ "status": "shutting down" }));
+        return HttpResponse::ServiceUnavailable()
+            .json(json!({ "status": "shutting down", "backend": backend }));
     }
-    let (postgres, redis) = tokio::join!(probe(&state.users), probe(&state.sessions));
+    let (users, sessions) = tokio::join!(probe(&state.users), probe(&state.sessions));
     let mut failed = serde_json::Map::new();
-    if let Some(e) = postgres {
-        failed.insert("postgres".into(), e.into());
-    }
-    if let Some(e) = redis {
-        failed.insert("redis".into(), e.into());
+    for (dependency, error) in backend.dependencies().into_iter().zip([users, sessions]) {
+        if let Some(e) = error {
+            failed.insert(dependency.to_string(), e.into());
+        }
     }
     if failed.is_empty() {
-        HttpResponse::Ok().json(json!({ "status": "ready" }))
+        HttpResponse::Ok().json(json!({ "status": "ready", "backend": backend }))
     } else {
-        HttpResponse::ServiceUnavailable().json(json!({ "status": "not ready", "down": failed }))
+        HttpResponse::ServiceUnavailable()
+            .json(json!({ "status": "not ready", "backend": backend, "down": failed }))
     }
 }
 

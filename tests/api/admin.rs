@@ -2,7 +2,8 @@ use auth_service::cli::{AdminCreateArgs, ensure_admin};
 use tonic::Code;
 
 use crate::helpers::{
-    PASSWORD, TestApp, blocking, login, register, registration, unique_email, with_session,
+    Backend, PASSWORD, TestApp, backend_tests, blocking, login, register, registration,
+    unique_email, with_session,
 };
 
 fn make_admin(app: &TestApp, email: &str, password: Option<&str>) -> String {
@@ -21,9 +22,8 @@ fn make_admin(app: &TestApp, email: &str, password: Option<&str>) -> String {
     .expect("admin command")
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_cli_creates_an_admin_who_can_create_admins() {
-    let app = TestApp::spawn().await;
+async fn the_cli_creates_an_admin_who_can_create_admins(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let mut client = app.client();
     let admin_email = unique_email();
     let out = make_admin(&app, &admin_email, Some("admin password 123"));
@@ -46,7 +46,7 @@ async fn the_cli_creates_an_admin_who_can_create_admins() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cli_promotes_an_existing_account_and_the_change_shows_at_once() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn(Backend::External).await;
     let mut client = app.client();
     let email = unique_email();
     register(&mut client, &email, PASSWORD).await;
@@ -71,3 +71,5 @@ async fn the_cli_promotes_an_existing_account_and_the_change_shows_at_once() {
         .expect_err("old password only");
     assert_eq!(status.code(), Code::Unauthenticated);
 }
+
+backend_tests!(the_cli_creates_an_admin_who_can_create_admins,);

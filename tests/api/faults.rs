@@ -10,8 +10,8 @@ use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::helpers::{
-    ChaosProxy, PASSWORD, TestApp, login, postgres_addr, redis_addr, register, registration,
-    reroute, signed_in, slow_hashing, unique_email, with_session,
+    Backend, ChaosProxy, PASSWORD, TestApp, backend_tests, login, postgres_addr, redis_addr,
+    register, registration, reroute, signed_in, slow_hashing, unique_email, with_session,
 };
 
 fn actor<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
@@ -47,7 +47,7 @@ async fn starts_without_postgres_and_recovers_when_it_comes_up() {
     let proxy = ChaosProxy::start(postgres_addr()).await;
     proxy.cut().await;
     let proxied = proxy.addr;
-    let app = TestApp::start_with(|s| {
+    let app = TestApp::start_with(Backend::External, |s| {
         s.postgres.url = SecretUrl::new(reroute(s.postgres.url.expose(), proxied));
     })
     .await;
@@ -71,7 +71,7 @@ async fn starts_without_postgres_and_recovers_when_it_comes_up() {
 async fn postgres_outage_restarts_the_user_store_which_then_recovers() {
     let proxy = ChaosProxy::start(postgres_addr()).await;
     let proxied = proxy.addr;
-    let app = TestApp::spawn_with(|s| {
+    let app = TestApp::spawn_with(Backend::External, |s| {
         s.postgres.url = SecretUrl::new(reroute(s.postgres.url.expose(), proxied));
         s.actors.failure_threshold = 2;
         s.actors.restart_backoff_max_secs = 1;
@@ -124,7 +124,7 @@ async fn postgres_outage_restarts_the_user_store_which_then_recovers() {
 async fn redis_outage_is_unavailable_then_recovers() {
     let proxy = ChaosProxy::start(redis_addr()).await;
     let proxied = proxy.addr;
-    let app = TestApp::spawn_with(|s| {
+    let app = TestApp::spawn_with(Backend::External, |s| {
         s.redis.url = SecretUrl::new(format!("redis://{proxied}"));
         s.actors.failure_threshold = 2;
         s.actors.restart_backoff_max_secs = 1;
@@ -159,9 +159,8 @@ async fn redis_outage_is_unavailable_then_recovers() {
     login(&mut client, &email, PASSWORD).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_login_flood_is_shed_by_the_hasher_while_get_me_keeps_working() {
-    let app = TestApp::spawn_with(|s| {
+async fn a_login_flood_is_shed_by_the_hasher_while_get_me_keeps_working(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| {
         // Costly enough that a flood queues up behind one worker.
         slow_hashing(s, 16 * 1024, 2);
         s.argon2.queue_capacity = 4;
@@ -211,3 +210,5 @@ async fn a_login_flood_is_shed_by_the_hasher_while_get_me_keeps_working() {
     let report = actor_report(&app).await;
     assert_eq!(actor(&report, "PasswordHasher")["queued"], 0);
 }
+
+backend_tests!(a_login_flood_is_shed_by_the_hasher_while_get_me_keeps_working,);

@@ -1,6 +1,7 @@
-//! The test harness: a real service per test, on ephemeral ports, with its
-//! own Postgres database and its own Redis key prefix, so tests run in
-//! parallel; typed client helpers; a TCP proxy that can cut a dependency.
+//! The test harness: a real service per test, on ephemeral ports, on either
+//! storage backend: external (its own Postgres database and Redis key
+//! prefix) or embedded (its own data directory), so tests run in parallel;
+//! typed client helpers; a TCP proxy that can cut a dependency.
 
 use std::{
     net::SocketAddr,
@@ -25,6 +26,31 @@ use tokio::{
 use tonic::{Request, metadata::MetadataValue, transport::Channel};
 
 pub type Client = UserServiceClient<Channel>;
+
+pub use auth_service::config::StorageBackend as Backend;
+
+/// Runs each named `async fn(Backend)` as two tests, `name::external` and
+/// `name::embedded`: one body, so every behaviour is held to both backends.
+/// (A function left out of the list is never called, which the dead-code
+/// lint reports.)
+macro_rules! backend_tests {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread")]
+                async fn external() {
+                    super::$name(crate::helpers::Backend::External).await
+                }
+
+                #[tokio::test(flavor = "multi_thread")]
+                async fn embedded() {
+                    super::$name(crate::helpers::Backend::Embedded).await
+                }
+            }
+        )+
+    };
+}
+pub(crate) use backend_tests;
 
 /// Postgres server URL without a database, from `TEST_POSTGRES_URL`.
 pub fn postgres_server() -> String {
@@ -80,10 +106,25 @@ pub fn unique_database() -> String {
     format!("auth_test_{}", uuid::Uuid::new_v4().simple())
 }
 
+/// The data directory of an embedded test service named `database`.
+pub fn data_dir(database: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(database)
+}
+
 /// Settings for a test service: ephemeral ports, its own database and key
-/// prefix, cheap argon2 (the cost is tested on its own), fast sampling.
+/// prefix (external) or data directory (embedded), cheap argon2 (the cost
+/// is tested on its own), fast sampling.
+pub fn backend_settings(backend: Backend, database: &str) -> Settings {
+    let mut s = test_settings(database);
+    s.storage.backend = backend;
+    s
+}
+
+/// [`backend_settings`] on the external backend.
 pub fn test_settings(database: &str) -> Settings {
     let mut s = Settings::defaults().expect("embedded defaults");
+    s.storage.backend = Backend::External;
+    s.storage.data_dir = data_dir(database).to_string_lossy().into_owned();
     s.grpc.addr = "127.0.0.1:0".parse().expect("addr");
     s.http.addr = "127.0.0.1:0".parse().expect("addr");
     s.grpc.drain_timeout_secs = 5;
@@ -118,22 +159,24 @@ pub struct TestApp {
 }
 
 impl TestApp {
-    pub async fn spawn() -> Self {
-        Self::spawn_with(|_| {}).await
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, |_| {}).await
     }
 
     /// Starts a service with adjusted settings and waits until it is ready.
-    pub async fn spawn_with(customize: impl FnOnce(&mut Settings)) -> Self {
-        let app = Self::start_with(customize).await;
+    pub async fn spawn_with(backend: Backend, customize: impl FnOnce(&mut Settings)) -> Self {
+        let app = Self::start_with(backend, customize).await;
         app.wait_ready(Duration::from_secs(20)).await;
         app
     }
 
     /// Starts a service without waiting for readiness (fault tests).
-    pub async fn start_with(customize: impl FnOnce(&mut Settings)) -> Self {
-        require_dependencies();
+    pub async fn start_with(backend: Backend, customize: impl FnOnce(&mut Settings)) -> Self {
+        if backend == Backend::External {
+            require_dependencies();
+        }
         let database = unique_database();
-        let mut settings = test_settings(&database);
+        let mut settings = backend_settings(backend, &database);
         customize(&mut settings);
         Self::start(settings, database).await
     }
@@ -244,8 +287,15 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.stop();
-        drop_database(&self.database);
-        delete_redis_keys(&self.settings.redis.key_prefix);
+        match self.settings.storage.backend {
+            Backend::External => {
+                drop_database(&self.database);
+                delete_redis_keys(&self.settings.redis.key_prefix);
+            }
+            Backend::Embedded => {
+                let _ = std::fs::remove_dir_all(&self.settings.storage.data_dir);
+            }
+        }
     }
 }
 
@@ -474,18 +524,27 @@ pub struct BinaryService {
     logs: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    backend: Backend,
     database: String,
 }
 
 impl BinaryService {
     /// Starts it and waits until it is ready (so migrated: the database
     /// exists before anything drops it).
-    pub async fn start(env: &[(&str, String)]) -> Self {
+    pub async fn start(backend: Backend, env: &[(&str, String)]) -> Self {
         use std::io::BufRead as _;
-        require_dependencies();
+        if backend == Backend::External {
+            require_dependencies();
+        }
         let database = unique_database();
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_auth-service"));
+        // Embedded is what runs with no configuration at all.
+        command.env_remove("APP_ENV");
+        if backend == Backend::External {
+            command.env("AUTH__STORAGE__BACKEND", "external");
+        }
         command
+            .env("AUTH__STORAGE__DATA_DIR", data_dir(&database))
             .env("AUTH__GRPC__ADDR", "127.0.0.1:0")
             .env("AUTH__HTTP__ADDR", "127.0.0.1:0")
             .env("AUTH__POSTGRES__URL", format!("{}/{database}", postgres_server()))
@@ -515,6 +574,7 @@ impl BinaryService {
             http_addr: addr("http_addr"),
             child,
             logs,
+            backend,
             database,
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -557,7 +617,14 @@ impl Drop for BinaryService {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        drop_database(&self.database);
-        delete_redis_keys(&format!("test:{}:", self.database));
+        match self.backend {
+            Backend::External => {
+                drop_database(&self.database);
+                delete_redis_keys(&format!("test:{}:", self.database));
+            }
+            Backend::Embedded => {
+                let _ = std::fs::remove_dir_all(data_dir(&self.database));
+            }
+        }
     }
 }

@@ -2,13 +2,15 @@
 
 use std::{process::Command, time::Duration};
 
-use crate::helpers::{BinaryService, PASSWORD, TestApp, registration, slow_hashing, unique_email};
+use crate::helpers::{
+    Backend, BinaryService, PASSWORD, TestApp, backend_tests, registration, slow_hashing,
+    unique_email,
+};
 
 /// tonic's client enforces a deadline itself (answering CANCELLED locally),
 /// so this speaks HTTP/2 directly to see what the server answers.
-#[tokio::test(flavor = "multi_thread")]
-async fn the_callers_deadline_is_deadline_exceeded() {
-    let app = TestApp::spawn_with(|s| {
+async fn the_callers_deadline_is_deadline_exceeded(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| {
         slow_hashing(s, 64 * 1024, 8);
     })
     .await;
@@ -40,9 +42,8 @@ async fn the_callers_deadline_is_deadline_exceeded() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn shutdown_lets_in_flight_rpcs_finish() {
-    let mut app = TestApp::spawn_with(|s| {
+async fn shutdown_lets_in_flight_rpcs_finish(backend: Backend) {
+    let mut app = TestApp::spawn_with(backend, |s| {
         slow_hashing(s, 64 * 1024, 6);
     })
     .await;
@@ -74,14 +75,13 @@ async fn shutdown_lets_in_flight_rpcs_finish() {
     assert!(tokio::net::TcpStream::connect(grpc_addr).await.is_err(), "no longer accepting");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn draining_flips_health_and_ends_watch_streams() {
+async fn draining_flips_health_and_ends_watch_streams(backend: Backend) {
     use tokio_stream::StreamExt as _;
     use tonic_health::pb::{
         HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
     };
 
-    let mut app = TestApp::spawn_with(|s| s.grpc.drain_timeout_secs = 30).await;
+    let mut app = TestApp::spawn_with(backend, |s| s.grpc.drain_timeout_secs = 30).await;
     app.wait_grpc_health("", ServingStatus::Serving, Duration::from_secs(10)).await;
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.grpc_addr))
         .expect("uri")
@@ -127,11 +127,11 @@ fn a_bad_setting_fails_the_start_naming_the_key() {
     assert!(text.contains("session.ttl_secs"), "{text}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_binary_serves_and_exits_cleanly_on_sigterm() {
+async fn the_binary_serves_and_exits_cleanly_on_sigterm(backend: Backend) {
     // Nothing listens at the collector: export fails, and must say so once.
     let collector = format!("http://{}", closed_port());
-    let service = BinaryService::start(&[("AUTH__TRACING__OTLP_ENDPOINT", collector)]).await;
+    let service =
+        BinaryService::start(backend, &[("AUTH__TRACING__OTLP_ENDPOINT", collector)]).await;
     let http_addr = service.http_addr;
 
     // The container HEALTHCHECK command agrees.
@@ -144,6 +144,8 @@ async fn the_binary_serves_and_exits_cleanly_on_sigterm() {
             .status
     };
     assert!(healthcheck().success());
+    let (_, ready) = crate::helpers::http_get(http_addr, "/health/ready").await;
+    assert!(ready.contains(&format!(r#""backend":"{backend}""#)), "{ready}");
 
     let (status, logs) = service.terminate().await;
     assert!(status.success(), "exit status {status:?}");
@@ -158,3 +160,10 @@ fn closed_port() -> std::net::SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr")
 }
+
+backend_tests!(
+    the_callers_deadline_is_deadline_exceeded,
+    shutdown_lets_in_flight_rpcs_finish,
+    draining_flips_health_and_ends_watch_streams,
+    the_binary_serves_and_exits_cleanly_on_sigterm,
+);

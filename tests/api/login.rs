@@ -1,15 +1,14 @@
 use auth_service::grpc::proto::LoginRequest;
 use tonic::Code;
 
-use crate::helpers::{PASSWORD, TestApp, login, register, unique_email};
+use crate::helpers::{Backend, PASSWORD, TestApp, backend_tests, login, register, unique_email};
 
 fn credentials(email: &str, password: &str) -> LoginRequest {
     LoginRequest { email: email.to_owned(), password: password.to_owned() }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn login_returns_the_user_and_a_strong_session_id() {
-    let app = TestApp::spawn().await;
+async fn login_returns_the_user_and_a_strong_session_id(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let mut client = app.client();
     let email = unique_email();
     let registered = register(&mut client, &email, PASSWORD).await;
@@ -22,9 +21,8 @@ async fn login_returns_the_user_and_a_strong_session_id() {
     assert_ne!(session, second, "every login gets a fresh session");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn email_case_and_whitespace_do_not_matter() {
-    let app = TestApp::spawn().await;
+async fn email_case_and_whitespace_do_not_matter(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let mut client = app.client();
     let local = uuid::Uuid::new_v4().simple().to_string();
     register(&mut client, &format!("A{local}@X.io"), PASSWORD).await;
@@ -32,9 +30,8 @@ async fn email_case_and_whitespace_do_not_matter() {
     login(&mut client, &format!("  A{local}@x.IO "), PASSWORD).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn passwords_are_used_exactly_as_typed() {
-    let app = TestApp::spawn().await;
+async fn passwords_are_used_exactly_as_typed(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let mut client = app.client();
     let email = unique_email();
     let password = "  spaces around  ";
@@ -46,9 +43,8 @@ async fn passwords_are_used_exactly_as_typed() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn unknown_email_and_wrong_password_look_the_same() {
-    let app = TestApp::spawn().await;
+async fn unknown_email_and_wrong_password_look_the_same(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let mut client = app.client();
     let email = unique_email();
     register(&mut client, &email, PASSWORD).await;
@@ -59,17 +55,15 @@ async fn unknown_email_and_wrong_password_look_the_same() {
     assert_eq!(wrong.message(), unknown.message());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_malformed_email_is_invalid_argument() {
-    let app = TestApp::spawn().await;
+async fn a_malformed_email_is_invalid_argument(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let status = app.client().login(credentials("nope", PASSWORD)).await.expect_err("bad");
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("email"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn repeated_failures_lock_the_account_until_the_window_ends() {
-    let app = TestApp::spawn_with(|s| {
+async fn repeated_failures_lock_the_account_until_the_window_ends(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| {
         s.login.max_failures = 3;
         s.login.window_secs = 2;
     })
@@ -105,9 +99,8 @@ async fn repeated_failures_lock_the_account_until_the_window_ends() {
     login(&mut client, &email, PASSWORD).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_successful_login_resets_the_failure_count() {
-    let app = TestApp::spawn_with(|s| s.login.max_failures = 3).await;
+async fn a_successful_login_resets_the_failure_count(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| s.login.max_failures = 3).await;
     let mut client = app.client();
     let email = unique_email();
     register(&mut client, &email, PASSWORD).await;
@@ -122,9 +115,8 @@ async fn a_successful_login_resets_the_failure_count() {
     login(&mut client, &email, PASSWORD).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn parallel_guesses_share_one_budget() {
-    let app = TestApp::spawn_with(|s| s.login.max_failures = 5).await;
+async fn parallel_guesses_share_one_budget(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| s.login.max_failures = 5).await;
     let mut client = app.client();
     let email = unique_email();
     register(&mut client, &email, PASSWORD).await;
@@ -146,3 +138,14 @@ async fn parallel_guesses_share_one_budget() {
     }
     assert_eq!((wrong, throttled), (5, 15), "only max_failures guesses reach the hasher");
 }
+
+backend_tests!(
+    login_returns_the_user_and_a_strong_session_id,
+    email_case_and_whitespace_do_not_matter,
+    passwords_are_used_exactly_as_typed,
+    unknown_email_and_wrong_password_look_the_same,
+    a_malformed_email_is_invalid_argument,
+    repeated_failures_lock_the_account_until_the_window_ends,
+    a_successful_login_resets_the_failure_count,
+    parallel_guesses_share_one_budget,
+);

@@ -1,11 +1,12 @@
 use auth_service::grpc::proto::{FindByEmailRequest, FindByIdRequest};
 use tonic::Code;
 
-use crate::helpers::{PASSWORD, TestApp, register, signed_in, unique_email, with_session};
+use crate::helpers::{
+    Backend, PASSWORD, TestApp, backend_tests, register, signed_in, unique_email, with_session,
+};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn lookups_need_a_session_by_default() {
-    let app = TestApp::spawn().await;
+async fn lookups_need_a_session_by_default(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let mut client = app.client();
     let email = unique_email();
     let user = register(&mut client, &email, PASSWORD).await;
@@ -27,9 +28,8 @@ async fn lookups_need_a_session_by_default() {
     assert_eq!(status.code(), Code::Unauthenticated);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn lookups_with_a_session_find_users() {
-    let app = TestApp::spawn().await;
+async fn lookups_with_a_session_find_users(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let mut client = app.client();
     let (_, session) = signed_in(&mut client).await;
     let email = unique_email();
@@ -57,9 +57,8 @@ async fn lookups_with_a_session_find_users() {
     assert_eq!(found.password, "");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn lookups_report_missing_and_malformed() {
-    let app = TestApp::spawn().await;
+async fn lookups_report_missing_and_malformed(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let mut client = app.client();
     let (_, session) = signed_in(&mut client).await;
 
@@ -89,9 +88,8 @@ async fn lookups_report_missing_and_malformed() {
     assert_eq!(status.code(), Code::InvalidArgument);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn public_lookups_need_no_session() {
-    let app = TestApp::spawn_with(|s| s.lookup.public = true).await;
+async fn public_lookups_need_no_session(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| s.lookup.public = true).await;
     let mut client = app.client();
     let email = unique_email();
     let user = register(&mut client, &email, PASSWORD).await;
@@ -100,3 +98,10 @@ async fn public_lookups_need_no_session() {
     let by_email = client.find_by_email(FindByEmailRequest { email }).await.expect("email");
     assert_eq!(by_email.into_inner().user.expect("user"), user);
 }
+
+backend_tests!(
+    lookups_need_a_session_by_default,
+    lookups_with_a_session_find_users,
+    lookups_report_missing_and_malformed,
+    public_lookups_need_no_session,
+);

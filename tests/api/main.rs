@@ -1,10 +1,14 @@
 //! Integration suite: every test starts the real service (in process, on
-//! ephemeral ports) against real PostgreSQL and Redis and talks to it through
-//! a real gRPC client. Each test has its own database and Redis key prefix.
+//! ephemeral ports) and talks to it through a real gRPC client. Tests of
+//! behaviour run on both storage backends (`backend_tests!`): external, with
+//! real PostgreSQL and Redis, each test its own database and Redis key
+//! prefix; and embedded, each test its own data directory. Tests that need a
+//! real server to fail (faults, overload, the Go database) are external only.
 
 mod helpers;
 
 mod admin;
+mod embedded;
 mod faults;
 mod legacy;
 mod lifecycle;

@@ -18,8 +18,8 @@ use opentelemetry_proto::tonic::{
 use tonic::{Request, metadata::MetadataValue};
 
 use crate::helpers::{
-    BinaryService, PASSWORD, TestApp, http_get_with, register, registration, unique_email,
-    with_session,
+    Backend, BinaryService, PASSWORD, TestApp, backend_tests, http_get_with, register,
+    registration, unique_email, with_session,
 };
 
 /// Samples of one metric: label set and value (a histogram's count).
@@ -84,9 +84,8 @@ async fn scripted_traffic(app: &TestApp) {
     client.logout(with_session(LogoutRequest {}, &session)).await.expect("logout");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn grpc_metrics_count_exactly_what_happened() {
-    let app = TestApp::spawn().await;
+async fn grpc_metrics_count_exactly_what_happened(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     scripted_traffic(&app).await;
     let (status, text) = app.get("/metrics").await;
     assert_eq!(status, 200);
@@ -237,7 +236,7 @@ fn promql_metric_extraction() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_dashboard_query_reads_exported_metrics() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn(Backend::External).await;
     scripted_traffic(&app).await;
     // One sampler tick fills the pool and dependency gauges.
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -332,9 +331,11 @@ async fn a_login_with_traceparent_exports_one_connected_trace() {
     tokio::spawn(server);
 
     // The real binary, exporting to it.
-    let service =
-        BinaryService::start(&[("AUTH__TRACING__OTLP_ENDPOINT", format!("http://{otlp_addr}"))])
-            .await;
+    let service = BinaryService::start(
+        Backend::External,
+        &[("AUTH__TRACING__OTLP_ENDPOINT", format!("http://{otlp_addr}"))],
+    )
+    .await;
     let mut client = service.client().await;
     let email = unique_email();
     register(&mut client, &email, PASSWORD).await;
@@ -442,3 +443,5 @@ async fn a_login_with_traceparent_exports_one_connected_trace() {
     assert_eq!(rpc_line["fields"]["method"], "userService.UserService/Login");
     assert!(rpc_line["fields"]["duration_ms"].as_f64().is_some());
 }
+
+backend_tests!(grpc_metrics_count_exactly_what_happened,);

@@ -4,19 +4,21 @@ use tokio_stream::StreamExt as _;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::helpers::TestApp;
+use crate::helpers::{Backend, TestApp, backend_tests};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn health_endpoints_answer() {
-    let app = TestApp::spawn().await;
+async fn health_endpoints_answer(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let (status, body) = app.get("/health/live").await;
     assert_eq!(status, 200, "{body}");
     let (status, body) = app.get("/health/ready").await;
     assert_eq!(status, 200, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(ready["backend"], backend.to_string(), "readiness names the backend");
 
     let (status, body) = app.get("/health/actors").await;
     assert_eq!(status, 200, "{body}");
     let report: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(report["backend"], backend.to_string());
     let actors = report["actors"].as_array().expect("actors");
     let names: Vec<&str> = actors.iter().filter_map(|a| a["name"].as_str()).collect();
     assert_eq!(names, ["UserStore", "SessionStore", "PasswordHasher", "Metrics"]);
@@ -29,9 +31,8 @@ async fn health_endpoints_answer() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn metrics_are_served_in_prometheus_text() {
-    let app = TestApp::spawn().await;
+async fn metrics_are_served_in_prometheus_text(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let (status, body) = app.get("/metrics").await;
     assert_eq!(status, 200);
     for name in
@@ -41,18 +42,19 @@ async fn metrics_are_served_in_prometheus_text() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn grpc_health_reports_the_api_and_each_dependency() {
-    let app = TestApp::spawn().await;
+async fn grpc_health_reports_the_api_and_each_dependency(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     // The sampler publishes within a tick of readiness.
-    for service in ["", "userService.UserService", "postgres", "redis"] {
+    let dependencies = backend.dependencies().map(|d| d.to_string());
+    for service in
+        ["", "userService.UserService"].into_iter().chain(dependencies.iter().map(String::as_str))
+    {
         app.wait_grpc_health(service, ServingStatus::Serving, Duration::from_secs(10)).await;
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn reflection_v1_and_v1alpha_list_the_services() {
-    let app = TestApp::spawn().await;
+async fn reflection_v1_and_v1alpha_list_the_services(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let channel =
         Channel::from_shared(format!("http://{}", app.grpc_addr)).expect("uri").connect_lazy();
 
@@ -115,3 +117,10 @@ async fn reflection_v1_and_v1alpha_list_the_services() {
     };
     assert!(list.service.iter().any(|s| s.name == "userService.UserService"));
 }
+
+backend_tests!(
+    health_endpoints_answer,
+    metrics_are_served_in_prometheus_text,
+    grpc_health_reports_the_api_and_each_dependency,
+    reflection_v1_and_v1alpha_list_the_services,
+);

@@ -12,7 +12,7 @@ use std::{
 use auth_service::grpc::proto::{FindByEmailRequest, GetMeRequest};
 use tonic::{Code, transport::Channel};
 
-use crate::helpers::{Client, TestApp, signed_in, unique_email, with_session};
+use crate::helpers::{Backend, Client, TestApp, signed_in, unique_email, with_session};
 
 /// Answers by code, and how many refusals lacked `retry-after`.
 #[derive(Default)]
@@ -43,7 +43,7 @@ impl Tally {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn far_past_capacity_the_service_refuses_at_once_and_reports_no_outage() {
-    let app = TestApp::spawn_with(|s| {
+    let app = TestApp::spawn_with(Backend::External, |s| {
         // Small enough that the flood below overruns every bound: the
         // store mailboxes, and the Postgres pool (one connection per
         // worker, a 100 ms wait for it).

@@ -2,12 +2,12 @@ use auth_service::grpc::proto::RegisterRequest;
 use tonic::Code;
 
 use crate::helpers::{
-    PASSWORD, TestApp, login, register, registration, unique_email, with_session,
+    Backend, PASSWORD, TestApp, backend_tests, login, register, registration, unique_email,
+    with_session,
 };
 
-#[tokio::test(flavor = "multi_thread")]
-async fn register_returns_the_new_user_without_password() {
-    let app = TestApp::spawn().await;
+async fn register_returns_the_new_user_without_password(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let mut client = app.client();
     let mut request = registration("  Grace.Hopper@Example.IO ", PASSWORD);
     request.first_name = "  Grace ".into();
@@ -28,9 +28,8 @@ async fn register_returns_the_new_user_without_password() {
     assert!(updated.seconds >= created.seconds);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn invalid_fields_are_refused_naming_the_field() {
-    let app = TestApp::spawn().await;
+async fn invalid_fields_are_refused_naming_the_field(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let mut client = app.client();
     let long = "x".repeat(33);
     type Mutation = Box<dyn Fn(&mut RegisterRequest)>;
@@ -55,9 +54,8 @@ async fn invalid_fields_are_refused_naming_the_field() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_taken_email_is_already_exists_whatever_its_case() {
-    let app = TestApp::spawn().await;
+async fn a_taken_email_is_already_exists_whatever_its_case(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let mut client = app.client();
     let email = unique_email();
     register(&mut client, &email, PASSWORD).await;
@@ -67,9 +65,8 @@ async fn a_taken_email_is_already_exists_whatever_its_case() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn concurrent_registrations_of_one_email_yield_exactly_one_account() {
-    let app = TestApp::spawn().await;
+async fn concurrent_registrations_of_one_email_yield_exactly_one_account(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let email = unique_email();
     let attempts = (0..50).map(|i| {
         let mut client = app.client();
@@ -90,9 +87,8 @@ async fn concurrent_registrations_of_one_email_yield_exactly_one_account() {
     assert_eq!((ok, exists), (1, 49));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn admin_accounts_need_an_admin_session() {
-    let app = TestApp::spawn().await;
+async fn admin_accounts_need_an_admin_session(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let mut client = app.client();
 
     let mut request = registration(&unique_email(), PASSWORD);
@@ -110,3 +106,11 @@ async fn admin_accounts_need_an_admin_session() {
         client.register(with_session(request, &"0".repeat(64))).await.expect_err("bogus session");
     assert_eq!(status.code(), Code::PermissionDenied);
 }
+
+backend_tests!(
+    register_returns_the_new_user_without_password,
+    invalid_fields_are_refused_naming_the_field,
+    a_taken_email_is_already_exists_whatever_its_case,
+    concurrent_registrations_of_one_email_yield_exactly_one_account,
+    admin_accounts_need_an_admin_session,
+);

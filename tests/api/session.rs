@@ -3,11 +3,10 @@ use std::time::Duration;
 use auth_service::grpc::proto::{GetMeRequest, LogoutRequest};
 use tonic::{Code, Request, metadata::MetadataValue};
 
-use crate::helpers::{TestApp, signed_in, with_session};
+use crate::helpers::{Backend, TestApp, backend_tests, signed_in, with_session};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn get_me_returns_the_session_user() {
-    let app = TestApp::spawn().await;
+async fn get_me_returns_the_session_user(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let mut client = app.client();
     let (user, session) = signed_in(&mut client).await;
     // Twice: the second answer comes from the cache and must be the same.
@@ -24,9 +23,8 @@ async fn get_me_returns_the_session_user() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn get_me_without_a_valid_session_is_unauthenticated() {
-    let app = TestApp::spawn().await;
+async fn get_me_without_a_valid_session_is_unauthenticated(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let mut client = app.client();
     let status = client.get_me(GetMeRequest {}).await.expect_err("missing");
     assert_eq!(status.code(), Code::Unauthenticated);
@@ -38,9 +36,8 @@ async fn get_me_without_a_valid_session_is_unauthenticated() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn logout_ends_the_session() {
-    let app = TestApp::spawn().await;
+async fn logout_ends_the_session(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
     let mut client = app.client();
     let (_, session) = signed_in(&mut client).await;
     let (_, other) = signed_in(&mut client).await;
@@ -56,9 +53,8 @@ async fn logout_ends_the_session() {
     client.get_me(with_session(GetMeRequest {}, &other)).await.expect("other session");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sessions_expire_after_their_ttl() {
-    let app = TestApp::spawn_with(|s| s.session.ttl_secs = 1).await;
+async fn sessions_expire_after_their_ttl(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| s.session.ttl_secs = 1).await;
     let mut client = app.client();
     let (_, session) = signed_in(&mut client).await;
     client.get_me(with_session(GetMeRequest {}, &session)).await.expect("fresh");
@@ -66,3 +62,10 @@ async fn sessions_expire_after_their_ttl() {
     let status = client.get_me(with_session(GetMeRequest {}, &session)).await.expect_err("expired");
     assert_eq!(status.code(), Code::Unauthenticated);
 }
+
+backend_tests!(
+    get_me_returns_the_session_user,
+    get_me_without_a_valid_session_is_unauthenticated,
+    logout_ends_the_session,
+    sessions_expire_after_their_ttl,
+);

@@ -19,6 +19,7 @@ use super::{
     session_store::SessionStore, user_store::UserStore,
 };
 use crate::{
+    config::StorageBackend,
     error::{CallError, Dependency, DependencyError},
     grpc::health::ServingState,
     telemetry::metrics::Metrics,
@@ -29,6 +30,8 @@ pub const NAME: &str = "Metrics";
 /// What `/health/actors` returns.
 #[derive(Debug, Clone, Serialize, actix::MessageResponse)]
 pub struct ActorReport {
+    /// `embedded` or `external`.
+    pub backend: StorageBackend,
     pub actors: Vec<ActorSnapshot>,
     /// Dependency status as of the last sample (`true` = answered).
     pub dependencies: BTreeMap<Dependency, DependencyStatus>,
@@ -53,6 +56,7 @@ pub struct MetricsSampler {
     users: ActorClient<UserStore>,
     sessions: ActorClient<SessionStore>,
     serving: ServingState,
+    storage: StorageBackend,
     metrics: Metrics,
     stats: Arc<ActorStats>,
     dependencies: BTreeMap<Dependency, DependencyStatus>,
@@ -73,6 +77,7 @@ impl MetricsSampler {
         users: ActorClient<UserStore>,
         sessions: ActorClient<SessionStore>,
         serving: ServingState,
+        storage: StorageBackend,
         metrics: Metrics,
         stats: Arc<ActorStats>,
     ) -> ActorClient<Self> {
@@ -82,6 +87,7 @@ impl MetricsSampler {
             users,
             sessions,
             serving,
+            storage,
             metrics,
             stats: Arc::clone(&stats),
             dependencies: BTreeMap::new(),
@@ -111,10 +117,11 @@ impl MetricsSampler {
         self.probe_pending = true;
         let users = self.users.clone();
         let sessions = self.sessions.clone();
+        let [user_dependency, session_dependency] = self.storage.dependencies();
         let probes = async move {
-            let (pg, redis) =
+            let (users, sessions) =
                 tokio::join!(users.call_each(CheckHealth), sessions.call_each(CheckHealth));
-            [(Dependency::Postgres, summarise(pg)), (Dependency::Redis, summarise(redis))]
+            [(user_dependency, summarise(users)), (session_dependency, summarise(sessions))]
         };
         ctx.spawn(probes.into_actor(self).map(|results, act, ctx| {
             act.probe_pending = false;
@@ -228,7 +235,12 @@ impl Handler<Traced<GetActorReport>> for MetricsSampler {
     fn handle(&mut self, msg: Traced<GetActorReport>, _ctx: &mut Self::Context) -> Self::Result {
         let (GetActorReport, _span, _ticket) = msg.open();
         let actors = self.all_stats().map(|s| s.snapshot()).collect();
-        ActorReport { actors, dependencies: self.dependencies.clone(), sampled_at: self.sampled_at }
+        ActorReport {
+            backend: self.storage,
+            actors,
+            dependencies: self.dependencies.clone(),
+            sampled_at: self.sampled_at,
+        }
     }
 }
 
@@ -236,7 +248,10 @@ impl Handler<Traced<GetActorReport>> for MetricsSampler {
 mod tests {
     use super::*;
     use crate::{
-        actors::{session_store::SessionPolicy, user_store::UserStore},
+        actors::{
+            session_store::{SessionBackendSettings, SessionPolicy},
+            user_store::{UserDatabase, UserStore},
+        },
         config::{SecretUrl, Settings},
     };
 
@@ -267,10 +282,14 @@ mod tests {
             let metrics = Metrics::new().expect("metrics");
             let stats = |name| ActorStats::new(name, 8, metrics.clone());
             let workers = crate::workers::Workers::start(1);
-            let users =
-                UserStore::start(settings.postgres.clone(), &settings.actors, stats("U"), &workers);
+            let users = UserStore::start(
+                UserDatabase::Postgres(settings.postgres.clone()),
+                &settings.actors,
+                stats("U"),
+                &workers,
+            );
             let sessions = SessionStore::start(
-                settings.redis.clone(),
+                SessionBackendSettings::Redis(settings.redis.clone()),
                 SessionPolicy::from_settings(&settings),
                 &settings.actors,
                 stats("S"),
@@ -285,6 +304,7 @@ mod tests {
                 users,
                 sessions,
                 serving,
+                StorageBackend::External,
                 metrics.clone(),
                 Arc::clone(&sampler_stats),
             );

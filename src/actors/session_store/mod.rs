@@ -1,26 +1,33 @@
-//! The `SessionStore` actor: owns a Redis pool (sessions, user cache,
-//! login-failure counters). One instance per worker; like `UserStore`, each
-//! runs its repository calls as tasks of their own and restarts itself with
-//! a fresh pool after repeated outages.
+//! The `SessionStore` actor: sessions, the user cache and login-failure
+//! counters, over one of two backends behind one message API:
+//!
+//! - Redis (`storage.backend = "external"`): one instance per worker, each
+//!   with its own pool; like `UserStore`, each runs its repository calls as
+//!   tasks of their own and restarts itself with a fresh pool after repeated
+//!   outages.
+//! - Memory (`"embedded"`): one instance holds the state itself, so every
+//!   worker sees the same sessions; expired entries are swept on a timer.
 
-pub mod repository;
+mod backend;
+pub mod memory;
+pub mod redis;
 
 use std::{cell::RefCell, rc::Rc, sync::Arc, time::Duration};
 
 use actix::{
-    Actor, ActorContext as _, Context, Handler, Message, ResponseFuture, Supervised, Supervisor,
+    Actor, ActorContext as _, AsyncContext as _, Context, Handler, Message, ResponseFuture,
+    Supervised, Supervisor,
 };
 
-pub use repository::{
-    CachedLookup, RedisSessionRepository, ResolvedSession, SessionPolicy, UserKey,
-};
+pub use backend::SessionBackend;
+pub use redis::{CachedLookup, RedisSessionRepository, ResolvedSession, SessionPolicy, UserKey};
 
 use super::{
     ActorClient, ActorState, ActorStats, RestartPolicy, Traced,
     store::{CheckHealth, PoolSample, Restart, Store, StoreHealth},
 };
 use crate::{
-    config::{ActorSettings, RedisSettings},
+    config::{ActorSettings, RedisSettings, StorageBackend},
     domain::{Email, SessionId, User},
     error::{Dependency, DependencyError},
     workers::Workers,
@@ -89,36 +96,74 @@ impl Message for ClearLoginAttempts {
     type Result = Result<(), DependencyError>;
 }
 
+/// Where sessions live.
+#[derive(Debug, Clone)]
+pub enum SessionBackendSettings {
+    Redis(RedisSettings),
+    /// In the actor, at most `max_entries` of each kind.
+    Memory {
+        max_entries: usize,
+    },
+}
+
+impl SessionBackendSettings {
+    pub fn kind(&self) -> StorageBackend {
+        match self {
+            Self::Redis(_) => StorageBackend::External,
+            Self::Memory { .. } => StorageBackend::Embedded,
+        }
+    }
+}
+
+/// How often the memory backend frees expired entries.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
 pub struct SessionStore {
-    settings: RedisSettings,
+    backend: SessionBackendSettings,
     pool_size: u32,
     policy: SessionPolicy,
-    repo: Option<RedisSessionRepository>,
+    repo: Option<SessionBackend>,
     health: Rc<RefCell<StoreHealth>>,
 }
 
 impl SessionStore {
-    /// Starts one supervised instance on each worker, each with its share
-    /// of `redis.pool_max_size` connections.
+    /// How many instances the backend runs: one per worker for Redis (each
+    /// with its share of `redis.pool_max_size` connections), a single one
+    /// holding the state for memory.
+    pub fn instances(backend: &SessionBackendSettings, workers: &Workers) -> usize {
+        match backend {
+            SessionBackendSettings::Redis(_) => workers.len(),
+            SessionBackendSettings::Memory { .. } => 1,
+        }
+    }
+
     pub fn start(
-        settings: RedisSettings,
+        backend: SessionBackendSettings,
         policy: SessionPolicy,
         actors: &ActorSettings,
         stats: Arc<ActorStats>,
         workers: &Workers,
     ) -> ActorClient<Self> {
-        let pool_size = settings.pool_max_size.div_ceil(workers.len() as u32);
+        let instances = Self::instances(&backend, workers);
+        let pool_size = match &backend {
+            SessionBackendSettings::Redis(redis) => redis.pool_max_size.div_ceil(instances as u32),
+            SessionBackendSettings::Memory { .. } => 0,
+        };
         let addrs = workers
             .handles()
+            .take(instances)
             .enumerate()
             .map(|(instance, arbiter)| {
-                let settings = settings.clone();
+                let backend = backend.clone();
                 let stats = Arc::clone(&stats);
                 let restarts = RestartPolicy::from_settings(actors);
                 Supervisor::start_in_arbiter(&arbiter, move |_| {
-                    let breaker_cooldown = settings.connect_timeout();
+                    let breaker_cooldown = match &backend {
+                        SessionBackendSettings::Redis(redis) => redis.connect_timeout(),
+                        SessionBackendSettings::Memory { .. } => Duration::ZERO,
+                    };
                     Self {
-                        settings,
+                        backend,
                         pool_size,
                         policy,
                         repo: None,
@@ -138,16 +183,22 @@ impl SessionStore {
 
 impl Store for SessionStore {
     const NAME: &'static str = NAME;
-    const DEPENDENCY: Dependency = Dependency::Redis;
-    type Repo = RedisSessionRepository;
+    type Repo = SessionBackend;
+
+    fn dependency(&self) -> Dependency {
+        match self.backend {
+            SessionBackendSettings::Redis(_) => Dependency::Redis,
+            SessionBackendSettings::Memory { .. } => Dependency::Memory,
+        }
+    }
 
     fn health(&self) -> &Rc<RefCell<StoreHealth>> {
         &self.health
     }
 
-    fn repo(&self, operation: &'static str) -> Result<RedisSessionRepository, DependencyError> {
+    fn repo(&self, operation: &'static str) -> Result<SessionBackend, DependencyError> {
         self.repo.clone().ok_or_else(|| {
-            DependencyError::outage(Dependency::Redis, operation, "redis pool not configured")
+            DependencyError::outage(self.dependency(), operation, "session backend not configured")
         })
     }
 }
@@ -159,20 +210,37 @@ impl Actor for SessionStore {
         let mut health = self.health.borrow_mut();
         // Health probes come on top of the admitted messages.
         ctx.set_mailbox_capacity(health.stats().capacity() + 16);
-        match repository::build_pool(&self.settings, self.pool_size) {
-            Ok(pool) => {
-                let prefix = self.settings.key_prefix.clone();
-                let timings = health.stats().metrics().dependency_seconds.clone();
-                self.repo = Some(RedisSessionRepository::new(pool, prefix, self.policy, timings));
-                // Nothing to bootstrap: usable at once, Degraded on failure.
-                health.set_ready(true);
+        match &self.backend {
+            SessionBackendSettings::Redis(settings) => {
+                match redis::build_pool(settings, self.pool_size) {
+                    Ok(pool) => {
+                        let prefix = settings.key_prefix.clone();
+                        let timings = health.stats().metrics().dependency_seconds.clone();
+                        let repo = RedisSessionRepository::new(pool, prefix, self.policy, timings);
+                        self.repo = Some(SessionBackend::Redis(repo));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot configure the redis pool");
+                        health.stats().record_error(e.to_string());
+                        health.set_state(ActorState::Degraded);
+                        return;
+                    }
+                }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot configure the redis pool");
-                health.stats().record_error(e.to_string());
-                health.set_state(ActorState::Degraded);
+            SessionBackendSettings::Memory { max_entries } => {
+                // Kept across supervised restarts: the state is the sessions.
+                if self.repo.is_none() {
+                    self.repo = Some(SessionBackend::memory(self.policy, *max_entries));
+                }
+                ctx.run_interval(SWEEP_INTERVAL, |act, _| {
+                    if let Some(repo) = &act.repo {
+                        repo.sweep();
+                    }
+                });
             }
         }
+        // Nothing to bootstrap: usable at once, Degraded on failure.
+        health.set_ready(true);
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
@@ -185,7 +253,10 @@ impl Supervised for SessionStore {
         let mut health = self.health.borrow_mut();
         health.stats().record_restart();
         health.reset();
-        self.repo = None;
+        // A fresh Redis pool; the memory state stays.
+        if let Some(SessionBackend::Redis(_)) = self.repo {
+            self.repo = None;
+        }
     }
 }
 
@@ -236,7 +307,7 @@ impl Handler<Traced<CheckHealth>> for SessionStore {
 
     fn handle(&mut self, msg: Traced<CheckHealth>, ctx: &mut Self::Context) -> Self::Result {
         let (CheckHealth, span, ticket) = msg.open();
-        let sample = self.repo.as_ref().map(|r| PoolSample::of(r.pool())).unwrap_or_default();
+        let sample = self.repo.as_ref().map(SessionBackend::pool_sample).unwrap_or_default();
         self.probe(ctx, span, ticket, sample, async move |repo| repo.ping().await)
     }
 }

@@ -13,7 +13,7 @@ use diesel::{Connection as _, RunQueryDsl as _, sql_types::BigInt};
 use diesel_async::{AsyncPgConnection, async_connection_wrapper::AsyncConnectionWrapper};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness as _, embed_migrations};
 
-pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
 /// Advisory lock key for migrations: the bytes of "authmigr".
 const MIGRATION_LOCK: i64 = 0x6175_7468_6d69_6772;

@@ -1,4 +1,6 @@
-//! The `UserStore` actor: owns a Postgres pool and the schema bootstrap.
+//! The `UserStore` actor: users in PostgreSQL (`storage.backend =
+//! "external"`) or in the embedded SQLite database (`"embedded"`), behind
+//! one message API, and the schema bootstrap of either.
 //!
 //! One instance per worker. Each repository call runs as a task of its own,
 //! so a slow query never holds the actor; the pool size bounds work in
@@ -6,9 +8,11 @@
 //! supervisor restarts it with a fresh pool and a re-checked schema (with
 //! backoff).
 
+mod backend;
 pub mod migrate;
-pub mod repository;
+pub mod postgres;
 pub mod schema;
+pub mod sqlite;
 
 use std::{cell::RefCell, rc::Rc, sync::Arc, time::Duration};
 
@@ -17,7 +21,9 @@ use actix::{
     ResponseFuture, Supervised, Supervisor, WrapFuture as _,
 };
 
-pub use repository::{CreateUserError, PgPool, PgUserRepository};
+pub use backend::UserRepository;
+pub use postgres::{PgPool, PgUserRepository};
+pub use sqlite::SqliteUserRepository;
 
 use super::{
     ActorClient, ActorState, ActorStats, RestartPolicy, Traced,
@@ -64,54 +70,72 @@ impl Message for ReplacePasswordHash {
     type Result = Result<bool, DependencyError>;
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum CreateUserError {
+    #[error("email is already registered")]
+    EmailTaken,
+    #[error(transparent)]
+    Dependency(#[from] DependencyError),
+}
+
 impl Outage for CreateUserError {
     fn is_outage(&self) -> bool {
         matches!(self, Self::Dependency(e) if e.is_outage())
     }
 }
 
+/// Where users live.
+#[derive(Clone)]
+pub enum UserDatabase {
+    Postgres(PostgresSettings),
+    /// Opened once, shared by every instance (one file, one write gate).
+    Sqlite(SqliteUserRepository),
+}
+
 pub struct UserStore {
-    settings: PostgresSettings,
+    database: UserDatabase,
     pool_size: u32,
-    repo: Option<PgUserRepository>,
+    repo: Option<UserRepository>,
     bootstrap_attempts: u32,
     max_backoff: Duration,
     health: Rc<RefCell<StoreHealth>>,
 }
 
 impl UserStore {
-    /// Starts one supervised instance on each worker, each with its share
-    /// of `postgres.pool_max_size` connections.
+    /// Starts one supervised instance on each worker; with Postgres each
+    /// has its share of `postgres.pool_max_size` connections.
     pub fn start(
-        settings: PostgresSettings,
+        database: UserDatabase,
         actors: &ActorSettings,
         stats: Arc<ActorStats>,
         workers: &Workers,
     ) -> ActorClient<Self> {
-        let pool_size = settings.pool_max_size.div_ceil(workers.len() as u32);
+        let (pool_size, breaker_cooldown) = match &database {
+            UserDatabase::Postgres(settings) => {
+                (settings.pool_max_size.div_ceil(workers.len() as u32), settings.connect_timeout())
+            }
+            UserDatabase::Sqlite(repo) => (0, repo.busy_timeout()),
+        };
         let max_backoff = Duration::from_secs(actors.restart_backoff_max_secs);
         let addrs = workers
             .handles()
             .enumerate()
             .map(|(instance, arbiter)| {
-                let settings = settings.clone();
+                let database = database.clone();
                 let stats = Arc::clone(&stats);
                 let restarts = RestartPolicy::from_settings(actors);
-                Supervisor::start_in_arbiter(&arbiter, move |_| {
-                    let breaker_cooldown = settings.connect_timeout();
-                    Self {
-                        settings,
-                        pool_size,
-                        repo: None,
-                        bootstrap_attempts: 0,
-                        max_backoff,
-                        health: Rc::new(RefCell::new(StoreHealth::new(
-                            stats,
-                            instance,
-                            restarts,
-                            breaker_cooldown,
-                        ))),
-                    }
+                Supervisor::start_in_arbiter(&arbiter, move |_| Self {
+                    database,
+                    pool_size,
+                    repo: None,
+                    bootstrap_attempts: 0,
+                    max_backoff,
+                    health: Rc::new(RefCell::new(StoreHealth::new(
+                        stats,
+                        instance,
+                        restarts,
+                        breaker_cooldown,
+                    ))),
                 })
             })
             .collect();
@@ -119,26 +143,32 @@ impl UserStore {
     }
 
     /// Applies migrations on a plain thread (the harness blocks), retrying
-    /// with exponential backoff until Postgres lets it.
+    /// with exponential backoff until the database lets it.
     fn bootstrap(&mut self, ctx: &mut Context<Self>) {
-        let url = self.settings.url_with_connect_timeout();
-        let create = self.settings.create_database;
+        let database = self.database.clone();
+        let dependency = self.dependency();
         let (tx, rx) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
-            .name("pg-migrate".into())
+            .name("migrate".into())
             .spawn(move || {
-                let _ = tx.send(migrate::prepare_database(&url, create));
+                let _ = tx.send(match database {
+                    UserDatabase::Postgres(settings) => migrate::prepare_database(
+                        &settings.url_with_connect_timeout(),
+                        settings.create_database,
+                    ),
+                    UserDatabase::Sqlite(repo) => repo.migrate(),
+                });
             })
             .map_err(|e| tracing::error!(error = %e, "cannot spawn migration thread"))
             .ok();
-        ctx.spawn(rx.into_actor(self).map(|result, act, ctx| {
+        ctx.spawn(rx.into_actor(self).map(move |result, act, ctx| {
             let result = result.unwrap_or_else(|_| {
                 Err(migrate::BootstrapError::Migration("migration thread died".into()))
             });
             match result {
                 Ok(applied) => {
                     if !applied.is_empty() {
-                        tracing::info!(?applied, "applied postgres migrations");
+                        tracing::info!(?applied, "applied {dependency} migrations");
                     }
                     act.bootstrap_attempts = 0;
                     act.health.borrow_mut().set_ready(true);
@@ -146,7 +176,7 @@ impl UserStore {
                 Err(err) => {
                     // Logged once per outage, not once per retry.
                     if act.bootstrap_attempts == 0 {
-                        tracing::warn!(error = %err, "postgres not ready; retrying in the background");
+                        tracing::warn!(error = %err, "{dependency} not ready; retrying in the background");
                     }
                     let health = act.health.borrow();
                     health.stats().record_error(err.to_string());
@@ -164,21 +194,27 @@ impl UserStore {
 
 impl Store for UserStore {
     const NAME: &'static str = NAME;
-    const DEPENDENCY: Dependency = Dependency::Postgres;
-    type Repo = PgUserRepository;
+    type Repo = UserRepository;
+
+    fn dependency(&self) -> Dependency {
+        match self.database {
+            UserDatabase::Postgres(_) => Dependency::Postgres,
+            UserDatabase::Sqlite(_) => Dependency::Sqlite,
+        }
+    }
 
     fn health(&self) -> &Rc<RefCell<StoreHealth>> {
         &self.health
     }
 
     /// The repository, once the schema is in place.
-    fn repo(&self, operation: &'static str) -> Result<PgUserRepository, DependencyError> {
+    fn repo(&self, operation: &'static str) -> Result<UserRepository, DependencyError> {
         match &self.repo {
             Some(repo) if self.health.borrow().is_ready() => Ok(repo.clone()),
             _ => Err(DependencyError::outage(
-                Dependency::Postgres,
+                self.dependency(),
                 operation,
-                "schema not ready (postgres unreachable or migrating)",
+                "schema not ready (database unreachable or migrating)",
             )),
         }
     }
@@ -191,11 +227,14 @@ impl Actor for UserStore {
         let mut health = self.health.borrow_mut();
         // Health probes come on top of the admitted messages.
         ctx.set_mailbox_capacity(health.stats().capacity() + 16);
-        self.repo = Some(PgUserRepository::new(
-            repository::build_pool(&self.settings, self.pool_size),
-            self.settings.query_timeout(),
-            health.stats().metrics().dependency_seconds.clone(),
-        ));
+        self.repo = Some(match &self.database {
+            UserDatabase::Postgres(settings) => UserRepository::Postgres(PgUserRepository::new(
+                postgres::build_pool(settings, self.pool_size),
+                settings.query_timeout(),
+                health.stats().metrics().dependency_seconds.clone(),
+            )),
+            UserDatabase::Sqlite(repo) => UserRepository::Sqlite(repo.clone()),
+        });
         health.set_ready(false);
         drop(health);
         self.bootstrap(ctx);
@@ -280,7 +319,7 @@ impl Handler<Traced<CheckHealth>> for UserStore {
 
     fn handle(&mut self, msg: Traced<CheckHealth>, ctx: &mut Self::Context) -> Self::Result {
         let (CheckHealth, span, ticket) = msg.open();
-        let sample = self.repo.as_ref().map(|r| PoolSample::of(r.pool())).unwrap_or_default();
+        let sample = self.repo.as_ref().map(UserRepository::pool_sample).unwrap_or_default();
         self.probe(ctx, span, ticket, sample, async move |repo| repo.ping().await)
     }
 }

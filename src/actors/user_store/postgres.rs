@@ -1,4 +1,4 @@
-//! `PgUserRepository`: the SQL of the user store, usable without an actor
+//! `PgUserRepository`: the user store's PostgreSQL backend, usable without an actor
 //! (the admin CLI uses it directly). Every statement has its own span and a
 //! client-side timeout, and every failure is classified as an outage (retry
 //! later: UNAVAILABLE) or a rejection (a bug: INTERNAL).
@@ -25,7 +25,10 @@ use prometheus::HistogramVec;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
-use super::schema::{RoleType, users};
+use super::{
+    CreateUserError,
+    schema::{RoleType, users},
+};
 use crate::{
     config::PostgresSettings,
     domain::{Email, NewUser, PasswordHash, Role, User, UserCredentials, UserId},
@@ -39,14 +42,6 @@ diesel::define_sql_function! {
 }
 
 pub type PgPool = Pool<AsyncPgConnection>;
-
-#[derive(Debug, thiserror::Error)]
-pub enum CreateUserError {
-    #[error("email is already registered")]
-    EmailTaken,
-    #[error(transparent)]
-    Dependency(#[from] DependencyError),
-}
 
 #[derive(Debug, Clone, Copy, AsExpression, FromSqlRow)]
 #[diesel(sql_type = RoleType)]

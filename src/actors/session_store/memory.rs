@@ -1,0 +1,417 @@
+//! `MemorySessions`: the embedded backend of the session store. Sessions,
+//! the user cache and the login-attempt counters as plain state, owned by
+//! the one `SessionStore` instance that runs in embedded mode (so every
+//! worker sees the same sessions), with the Redis backend's TTL semantics.
+//!
+//! Each kind of entry is bounded (`storage.max_entries`): past the bound the
+//! entry closest to expiry goes first. Expired entries are invisible at once
+//! and freed by [`MemorySessions::sweep`], which the actor runs on a timer.
+//! Nothing survives a restart of the process.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    hash::Hash,
+    time::{Duration, Instant},
+};
+
+use super::redis::{CachedLookup, ResolvedSession, SessionPolicy, UserKey};
+use crate::domain::{Email, SessionId, User, UserId};
+
+/// A map whose entries expire, ordered by expiry so both the sweep and the
+/// eviction of the soonest-to-expire entry are cheap.
+#[derive(Debug)]
+struct Expiring<K, V> {
+    entries: HashMap<K, Entry<V>>,
+    /// (expiry, insertion number) → key; the number keeps equal expiries
+    /// apart.
+    by_expiry: BTreeMap<(Instant, u64), K>,
+    inserted: u64,
+    max_entries: usize,
+}
+
+#[derive(Debug)]
+struct Entry<V> {
+    value: V,
+    slot: (Instant, u64),
+}
+
+impl<K: Eq + Hash + Clone, V> Expiring<K, V> {
+    fn new(max_entries: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            by_expiry: BTreeMap::new(),
+            inserted: 0,
+            max_entries: max_entries.max(1),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Inserts or replaces; returns the entries evicted to stay in bounds.
+    fn insert(&mut self, key: K, value: V, expires: Instant) -> Vec<(K, V)> {
+        self.remove(&key);
+        self.inserted += 1;
+        let slot = (expires, self.inserted);
+        self.by_expiry.insert(slot, key.clone());
+        self.entries.insert(key, Entry { value, slot });
+        let mut evicted = Vec::new();
+        while self.entries.len() > self.max_entries {
+            let Some((_, oldest)) = self.by_expiry.pop_first() else { break };
+            if let Some(entry) = self.entries.remove(&oldest) {
+                evicted.push((oldest, entry.value));
+            }
+        }
+        evicted
+    }
+
+    fn live(&self, key: &K, now: Instant) -> Option<&Entry<V>> {
+        self.entries.get(key).filter(|e| e.slot.0 > now)
+    }
+
+    fn get(&self, key: &K, now: Instant) -> Option<&V> {
+        self.live(key, now).map(|e| &e.value)
+    }
+
+    fn get_mut(&mut self, key: &K, now: Instant) -> Option<&mut V> {
+        self.entries.get_mut(key).filter(|e| e.slot.0 > now).map(|e| &mut e.value)
+    }
+
+    fn expires(&self, key: &K, now: Instant) -> Option<Instant> {
+        self.live(key, now).map(|e| e.slot.0)
+    }
+
+    fn remove(&mut self, key: &K) -> Option<V> {
+        let entry = self.entries.remove(key)?;
+        self.by_expiry.remove(&entry.slot);
+        Some(entry.value)
+    }
+
+    /// Drops every entry expired at `now`; returns them.
+    fn sweep(&mut self, now: Instant) -> Vec<(K, V)> {
+        let mut expired = Vec::new();
+        while let Some(entry) = self.by_expiry.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let key = entry.remove();
+            if let Some(e) = self.entries.remove(&key) {
+                expired.push((key, e.value));
+            }
+        }
+        expired
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Session {
+    user_id: UserId,
+    /// The session's copy of its user, and until when it may be served.
+    user: Option<(User, Instant)>,
+}
+
+/// A cached user's lookup key: by id, or by the email's storage key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum CacheKey {
+    Id(UserId),
+    Email(String),
+}
+
+impl From<&UserKey> for CacheKey {
+    fn from(key: &UserKey) -> Self {
+        match key {
+            UserKey::Id(id) => Self::Id(*id),
+            UserKey::Email(email) => Self::Email(email.storage_key()),
+        }
+    }
+}
+
+/// Entry counts, for `/health/actors` and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryUsage {
+    pub sessions: usize,
+    pub cached_users: usize,
+    pub login_counters: usize,
+}
+
+#[derive(Debug)]
+pub struct MemorySessions {
+    policy: SessionPolicy,
+    /// By digest of the session id, as in Redis: the id itself is never kept.
+    sessions: Expiring<String, Session>,
+    /// Digests of each user's sessions, so a change to the user reaches
+    /// every session's copy.
+    by_user: HashMap<UserId, HashSet<String>>,
+    users: Expiring<CacheKey, User>,
+    login_attempts: Expiring<String, u32>,
+}
+
+impl MemorySessions {
+    pub fn new(policy: SessionPolicy, max_entries: usize) -> Self {
+        Self {
+            policy,
+            sessions: Expiring::new(max_entries),
+            by_user: HashMap::new(),
+            users: Expiring::new(max_entries),
+            login_attempts: Expiring::new(max_entries),
+        }
+    }
+
+    pub fn usage(&self) -> MemoryUsage {
+        MemoryUsage {
+            sessions: self.sessions.len(),
+            cached_users: self.users.len(),
+            login_counters: self.login_attempts.len(),
+        }
+    }
+
+    pub fn create_session(&mut self, user: &User, now: Instant) -> Result<SessionId, String> {
+        let id = SessionId::generate().map_err(|e| format!("rng: {e}"))?;
+        let digest = id.storage_key();
+        let session = Session {
+            user_id: user.id,
+            user: Some((user.clone(), now + self.policy.user_cache_ttl)),
+        };
+        self.by_user.entry(user.id).or_default().insert(digest.clone());
+        let evicted = self.sessions.insert(digest, session, now + self.policy.session_ttl);
+        self.unindex(evicted);
+        Ok(id)
+    }
+
+    pub fn resolve_session(&self, id: &SessionId, now: Instant) -> Option<ResolvedSession> {
+        let session = self.sessions.get(&id.storage_key(), now)?;
+        Some(ResolvedSession {
+            user_id: session.user_id,
+            cached_user: session
+                .user
+                .as_ref()
+                .filter(|(_, until)| *until > now)
+                .map(|(user, _)| user.clone()),
+        })
+    }
+
+    pub fn refresh_session_user(&mut self, id: &SessionId, user: &User, now: Instant) {
+        let until = now + self.policy.user_cache_ttl;
+        if let Some(session) = self.sessions.get_mut(&id.storage_key(), now)
+            && session.user_id == user.id
+        {
+            session.user = Some((user.clone(), until));
+        }
+    }
+
+    /// `true` if a live session was ended.
+    pub fn delete_session(&mut self, id: &SessionId, now: Instant) -> bool {
+        let digest = id.storage_key();
+        let live = self.sessions.get(&digest, now).is_some();
+        if let Some(session) = self.sessions.remove(&digest) {
+            self.unindex([(digest, session)]);
+        }
+        live
+    }
+
+    pub fn look_up(
+        &self,
+        session: Option<&SessionId>,
+        user: &UserKey,
+        now: Instant,
+    ) -> CachedLookup {
+        CachedLookup {
+            session: session.and_then(|id| self.resolve_session(id, now)),
+            user: self.users.get(&CacheKey::from(user), now).cloned(),
+        }
+    }
+
+    pub fn cache_user(&mut self, user: &User, now: Instant) {
+        let expires = now + self.policy.user_cache_ttl;
+        self.users.insert(CacheKey::Id(user.id), user.clone(), expires);
+        // Only an address the service accepts can be looked up.
+        if let Ok(email) = Email::parse(&user.email, "email") {
+            self.users.insert(CacheKey::Email(email.storage_key()), user.clone(), expires);
+        }
+    }
+
+    /// Drops every cached copy of the user: the lookup cache and the copy in
+    /// each of its sessions.
+    pub fn invalidate_user(&mut self, user: &User, now: Instant) {
+        self.users.remove(&CacheKey::Id(user.id));
+        if let Ok(email) = Email::parse(&user.email, "email") {
+            self.users.remove(&CacheKey::Email(email.storage_key()));
+        }
+        for digest in self.by_user.get(&user.id).into_iter().flatten() {
+            if let Some(session) = self.sessions.get_mut(digest, now) {
+                session.user = None;
+            }
+        }
+    }
+
+    /// Takes one attempt from the account's budget, as the Redis backend
+    /// does: the window starts at the first attempt. `Some(retry_after)`
+    /// when it is spent.
+    pub fn reserve_login_attempt(&mut self, email: &Email, now: Instant) -> Option<Duration> {
+        let key = email.storage_key();
+        let attempts = match self.login_attempts.get_mut(&key, now) {
+            Some(attempts) => {
+                *attempts += 1;
+                *attempts
+            }
+            None => {
+                self.login_attempts.insert(key.clone(), 1, now + self.policy.failure_window);
+                1
+            }
+        };
+        if attempts <= self.policy.max_login_failures {
+            return None;
+        }
+        let expires = self.login_attempts.expires(&key, now)?;
+        // Whole seconds, at least one, as Redis' TTL gives.
+        Some(Duration::from_secs(expires.duration_since(now).as_secs_f64().ceil().max(1.0) as u64))
+    }
+
+    pub fn clear_login_attempts(&mut self, email: &Email) {
+        self.login_attempts.remove(&email.storage_key());
+    }
+
+    /// Frees everything expired at `now`.
+    pub fn sweep(&mut self, now: Instant) {
+        let expired = self.sessions.sweep(now);
+        self.unindex(expired);
+        self.users.sweep(now);
+        self.login_attempts.sweep(now);
+    }
+
+    fn unindex(&mut self, ended: impl IntoIterator<Item = (String, Session)>) {
+        for (digest, session) in ended {
+            if let Some(digests) = self.by_user.get_mut(&session.user_id) {
+                digests.remove(&digest);
+                if digests.is_empty() {
+                    self.by_user.remove(&session.user_id);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+
+    use super::*;
+    use crate::domain::Role;
+
+    fn policy() -> SessionPolicy {
+        SessionPolicy {
+            session_ttl: Duration::from_secs(3600),
+            user_cache_ttl: Duration::from_secs(300),
+            max_login_failures: 3,
+            failure_window: Duration::from_secs(900),
+        }
+    }
+
+    fn user(email: &str) -> User {
+        User {
+            id: UserId::new_random(),
+            first_name: "Ada".into(),
+            last_name: "Lovelace".into(),
+            email: email.into(),
+            role: Role::User,
+            avatar: None,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    fn email(s: &str) -> Email {
+        Email::parse(s, "email").expect("valid email")
+    }
+
+    #[test]
+    fn a_session_resolves_until_its_ttl_and_its_user_copy_until_the_cache_ttl() {
+        let mut m = MemorySessions::new(policy(), 100);
+        let now = Instant::now();
+        let ada = user("ada@example.com");
+        let id = m.create_session(&ada, now).expect("session");
+        let fresh = m.resolve_session(&id, now).expect("live");
+        assert_eq!(fresh.user_id, ada.id);
+        assert_eq!(fresh.cached_user.map(|u| u.id), Some(ada.id));
+        let later = m.resolve_session(&id, now + Duration::from_secs(301)).expect("still live");
+        assert!(later.cached_user.is_none(), "the copy is stale after the cache TTL");
+        assert!(m.resolve_session(&id, now + Duration::from_secs(3600)).is_none(), "expired");
+    }
+
+    #[test]
+    fn deleting_ends_a_session_once() {
+        let mut m = MemorySessions::new(policy(), 100);
+        let now = Instant::now();
+        let id = m.create_session(&user("a@example.com"), now).expect("session");
+        assert!(m.delete_session(&id, now));
+        assert!(!m.delete_session(&id, now));
+        assert!(m.resolve_session(&id, now).is_none());
+        assert!(m.by_user.is_empty(), "the index forgets ended sessions");
+    }
+
+    #[test]
+    fn invalidating_a_user_drops_the_cache_and_every_session_copy() {
+        let mut m = MemorySessions::new(policy(), 100);
+        let now = Instant::now();
+        let ada = user("ada@example.com");
+        let sessions: Vec<_> = (0..3).map(|_| m.create_session(&ada, now).expect("s")).collect();
+        m.cache_user(&ada, now);
+        let by_email = UserKey::Email(email("ADA@example.com"));
+        assert!(m.look_up(None, &by_email, now).user.is_some(), "cached by canonical email");
+        m.invalidate_user(&ada, now);
+        assert!(m.look_up(None, &UserKey::Id(ada.id), now).user.is_none());
+        assert!(m.look_up(None, &by_email, now).user.is_none());
+        for id in &sessions {
+            let s = m.resolve_session(id, now).expect("the session itself stays");
+            assert!(s.cached_user.is_none());
+        }
+    }
+
+    #[test]
+    fn past_the_bound_the_entry_closest_to_expiry_goes_first() {
+        let mut m = MemorySessions::new(policy(), 2);
+        let now = Instant::now();
+        let first = m.create_session(&user("a@example.com"), now).expect("s");
+        let second = m.create_session(&user("b@example.com"), now + Duration::from_secs(1));
+        let third = m.create_session(&user("c@example.com"), now + Duration::from_secs(2));
+        assert_eq!(m.usage().sessions, 2);
+        assert!(m.resolve_session(&first, now).is_none(), "the oldest was evicted");
+        for id in [second, third] {
+            assert!(m.resolve_session(&id.expect("s"), now).is_some());
+        }
+        assert_eq!(m.by_user.len(), 2, "the index follows evictions");
+    }
+
+    #[test]
+    fn the_sweep_frees_expired_entries() {
+        let mut m = MemorySessions::new(policy(), 100);
+        let now = Instant::now();
+        let ada = user("ada@example.com");
+        m.create_session(&ada, now).expect("s");
+        m.cache_user(&ada, now);
+        m.reserve_login_attempt(&email("ada@example.com"), now);
+        m.sweep(now + Duration::from_secs(3600));
+        assert_eq!(m.usage(), MemoryUsage { sessions: 0, cached_users: 0, login_counters: 0 });
+        assert!(m.by_user.is_empty());
+    }
+
+    #[test]
+    fn the_login_budget_is_spent_then_refills_after_the_window() {
+        let mut m = MemorySessions::new(policy(), 100);
+        let now = Instant::now();
+        let ada = email("ada@example.com");
+        for _ in 0..3 {
+            assert_eq!(m.reserve_login_attempt(&ada, now), None);
+        }
+        let later = now + Duration::from_secs(100);
+        assert_eq!(m.reserve_login_attempt(&ada, later), Some(Duration::from_secs(800)));
+        assert_eq!(
+            m.reserve_login_attempt(&ada, now + Duration::from_secs(900)),
+            None,
+            "new window"
+        );
+        m.clear_login_attempts(&ada);
+        assert_eq!(m.usage().login_counters, 0);
+    }
+}
