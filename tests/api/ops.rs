@@ -28,6 +28,8 @@ async fn health_endpoints_answer(backend: Backend) {
             assert!(actor.get(field).is_some(), "{field} in {actor}");
         }
         assert_eq!(actor["restarts"], 0);
+        // A clean start: no instance tripped over another (migrations).
+        assert!(actor["last_error"].is_null(), "{actor}");
     }
 }
 

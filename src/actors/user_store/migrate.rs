@@ -32,6 +32,8 @@ pub enum BootstrapError {
     CreateDatabase { database: String, reason: String },
     #[error("migration failed: {0}")]
     Migration(String),
+    #[error("embedded database: {0}")]
+    Embedded(String),
 }
 
 /// Ensures the database exists and its schema is current. Returns the

@@ -138,6 +138,8 @@ pub struct SqliteUserRepository {
     keeper: Option<Arc<Mutex<SqliteConnection>>>,
     /// One writer at a time, across every store instance.
     writer: Arc<tokio::sync::Mutex<()>>,
+    /// One migration at a time, across every store instance.
+    migrating: Arc<Mutex<()>>,
     busy_timeout: Duration,
     timings: HistogramVec,
 }
@@ -191,6 +193,7 @@ impl SqliteUserRepository {
             url,
             keeper,
             writer: Arc::new(tokio::sync::Mutex::new(())),
+            migrating: Arc::new(Mutex::new(())),
             busy_timeout,
             timings,
         })
@@ -212,18 +215,48 @@ impl SqliteUserRepository {
     /// Switches a file database to WAL and applies the embedded migrations;
     /// returns the versions applied. Blocking: call it from a plain thread.
     pub fn migrate(&self) -> Result<Vec<String>, BootstrapError> {
-        let mut conn = SqliteConnection::establish(&self.url)
-            .map_err(|e| BootstrapError::Connect(e.to_string()))?;
-        let mut setup = connection_pragmas(self.busy_timeout);
+        // Every store instance migrates at start: in this process they take
+        // turns here; against another process (`auth-service migrate`) the
+        // write lock below settles it, as Postgres' advisory lock does.
+        let _turn = self.migrating.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let failed = |e: &dyn std::fmt::Display| BootstrapError::Embedded(e.to_string());
+        let mut conn = SqliteConnection::establish(&self.url).map_err(|e| failed(&e))?;
+        diesel::connection::SimpleConnection::batch_execute(
+            &mut conn,
+            &connection_pragmas(self.busy_timeout),
+        )
+        .map_err(|e| failed(&e))?;
         if self.keeper.is_none() {
-            // Persistent in the file; readers no longer wait for the writer.
-            setup.push_str("PRAGMA journal_mode = WAL;");
+            self.use_wal(&mut conn).map_err(|e| failed(&e))?;
         }
-        diesel::connection::SimpleConnection::batch_execute(&mut conn, &setup)
-            .map_err(|e| BootstrapError::Connect(e.to_string()))?;
-        conn.run_pending_migrations(MIGRATIONS)
-            .map(|versions| versions.iter().map(ToString::to_string).collect())
-            .map_err(|e| BootstrapError::Migration(e.to_string()))
+        // Under SQLite's write lock, taken up front, so a second migrator
+        // waits (busy timeout) and then finds nothing pending.
+        conn.immediate_transaction(|conn| {
+            conn.run_pending_migrations(MIGRATIONS)
+                .map(|versions| versions.iter().map(ToString::to_string).collect())
+        })
+        .map_err(|e: Box<dyn std::error::Error + Send + Sync>| {
+            BootstrapError::Migration(e.to_string())
+        })
+    }
+
+    /// Switches the file to WAL (persistent; readers then never wait for
+    /// the writer). The switch needs the file to itself, and SQLite answers
+    /// "locked" at once rather than through the busy handler, so retry
+    /// within the busy timeout.
+    fn use_wal(&self, conn: &mut SqliteConnection) -> QueryResult<()> {
+        let deadline = Instant::now() + self.busy_timeout;
+        loop {
+            match diesel::connection::SimpleConnection::batch_execute(
+                conn,
+                "PRAGMA journal_mode = WAL;",
+            ) {
+                Err(e) if Instant::now() < deadline && e.to_string().contains("locked") => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                result => return result,
+            }
+        }
     }
 
     pub async fn create(&self, new: &NewUser) -> Result<User, CreateUserError> {
@@ -430,5 +463,52 @@ impl Failure {
             // outside the service, so an outage.
             Self::Query(e) => DependencyError::outage(SQLITE, operation, e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Settings;
+
+    fn repository(data_dir: &Path) -> SqliteUserRepository {
+        let mut storage = Settings::defaults().expect("defaults").storage;
+        storage.data_dir = data_dir.to_string_lossy().into_owned();
+        let timings = prometheus::HistogramVec::new(
+            prometheus::HistogramOpts::new("t", "t"),
+            &["dependency", "operation", "outcome"],
+        )
+        .expect("histogram");
+        SqliteUserRepository::open(&storage, timings).expect("open")
+    }
+
+    /// Separate repositories, as separate processes would have (in one
+    /// process the instances also share a lock of their own).
+    #[test]
+    fn migrators_at_once_take_turns() {
+        let dir = std::env::temp_dir().join(format!("auth-migrate-{}", Uuid::new_v4().simple()));
+        let start = Arc::new(std::sync::Barrier::new(4));
+        let results: Vec<_> = (0..4)
+            .map(|_| {
+                let (repo, start) = (repository(&dir), Arc::clone(&start));
+                std::thread::spawn(move || {
+                    start.wait();
+                    repo.migrate()
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().expect("migration thread"))
+            .collect();
+        let _ = std::fs::remove_dir_all(&dir);
+        let applied: Vec<_> = results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|e| panic!("every instance succeeds: {e}")))
+            .collect();
+        assert_eq!(
+            applied.iter().filter(|a| !a.is_empty()).count(),
+            1,
+            "applied once: {applied:?}"
+        );
     }
 }
