@@ -19,7 +19,7 @@ use crate::{
         session_store::{self, SessionBackendSettings, SessionPolicy, SessionStore},
         user_store::{self, SqliteUserRepository, UserDatabase, UserStore, sqlite},
     },
-    config::{Settings, StorageBackend},
+    config::{GrpcSettings, Settings, StorageBackend},
     grpc::{
         self, UserServiceImpl, health::ServingState, layers::RpcLayer,
         proto::user_service_server::UserServiceServer,
@@ -185,7 +185,14 @@ impl Application {
             .register_encoded_file_descriptor_set(grpc::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
-        let user_service = UserServiceServer::new(UserServiceImpl::new(auth));
+        // Every service decodes at most grpc.max_request_bytes per message
+        // (tonic's default is 4 MiB).
+        let max_request = settings.grpc.max_request_bytes;
+        let health_service = health_service.max_decoding_message_size(max_request);
+        let reflection_v1 = reflection_v1.max_decoding_message_size(max_request);
+        let reflection_v1alpha = reflection_v1alpha.max_decoding_message_size(max_request);
+        let user_service = UserServiceServer::new(UserServiceImpl::new(auth))
+            .max_decoding_message_size(max_request);
         let trace_sampler = Sampler::from_settings(&settings.tracing);
         let (shutdown, shutdown_signal) = watch::channel(false);
         let (done, servers_done) = mpsc::unbounded_channel();
@@ -193,7 +200,7 @@ impl Application {
         for worker in workers.handles() {
             let (to_worker, incoming) = mpsc::unbounded_channel::<std::net::TcpStream>();
             connections.push(to_worker);
-            let router = tonic::transport::Server::builder()
+            let router = connection_limits(&settings.grpc)
                 .layer(RpcLayer::new(metrics.clone(), trace_sampler))
                 .add_service(health_service.clone())
                 .add_service(reflection_v1.clone())
@@ -337,6 +344,19 @@ async fn accept(
             }
             Err(e) => tracing::warn!(error = %e, "cannot hand a connection to a worker"),
         }
+    }
+}
+
+/// A gRPC server with the per-connection limits of `grpc.*`.
+fn connection_limits(grpc: &GrpcSettings) -> tonic::transport::Server {
+    let server = tonic::transport::Server::builder()
+        .max_concurrent_streams(grpc.max_concurrent_streams)
+        .http2_max_header_list_size(grpc.max_header_list_bytes)
+        .http2_keepalive_interval(grpc.keepalive_interval())
+        .http2_keepalive_timeout(Some(grpc.keepalive_timeout()));
+    match grpc.max_connection_age() {
+        Some((age, grace)) => server.max_connection_age(age).max_connection_age_grace(grace),
+        None => server,
     }
 }
 

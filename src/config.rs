@@ -103,6 +103,15 @@ pub struct GrpcSettings {
     /// Worker threads serving gRPC, each with its own store actors; 0 = one
     /// per core.
     pub workers: usize,
+    pub max_request_bytes: usize,
+    pub max_concurrent_streams: u32,
+    pub max_header_list_bytes: u32,
+    /// 0 = no keepalive PINGs.
+    pub keepalive_interval_secs: u64,
+    pub keepalive_timeout_secs: u64,
+    /// 0 = connections live until the client closes them.
+    pub max_connection_age_secs: u64,
+    pub max_connection_age_grace_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -275,6 +284,10 @@ impl Settings {
             }
             Ok(())
         }
+        positive("grpc.max_request_bytes", self.grpc.max_request_bytes as u64)?;
+        positive("grpc.max_concurrent_streams", self.grpc.max_concurrent_streams.into())?;
+        positive("grpc.max_header_list_bytes", self.grpc.max_header_list_bytes.into())?;
+        positive("grpc.keepalive_timeout_secs", self.grpc.keepalive_timeout_secs)?;
         positive("storage.pool_max_size", self.storage.pool_max_size.into())?;
         positive("storage.busy_timeout_ms", self.storage.busy_timeout_ms)?;
         positive("storage.max_entries", self.storage.max_entries as u64)?;
@@ -364,6 +377,25 @@ impl GrpcSettings {
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_secs(self.drain_timeout_secs)
     }
+
+    pub fn keepalive_interval(&self) -> Option<Duration> {
+        (self.keepalive_interval_secs > 0)
+            .then(|| Duration::from_secs(self.keepalive_interval_secs))
+    }
+
+    pub fn keepalive_timeout(&self) -> Duration {
+        Duration::from_secs(self.keepalive_timeout_secs)
+    }
+
+    /// The age at which a connection is closed, and the grace its calls get.
+    pub fn max_connection_age(&self) -> Option<(Duration, Duration)> {
+        (self.max_connection_age_secs > 0).then(|| {
+            (
+                Duration::from_secs(self.max_connection_age_secs),
+                Duration::from_secs(self.max_connection_age_grace_secs),
+            )
+        })
+    }
 }
 
 impl PostgresSettings {
@@ -405,6 +437,7 @@ mod tests {
         assert_eq!(s.storage.backend, StorageBackend::Embedded, "no configuration: embedded");
         assert_eq!(s.storage.data_dir, "./data");
         assert_eq!(s.grpc.addr.to_string(), "0.0.0.0:5000");
+        assert_eq!(s.grpc.max_request_bytes, 64 * 1024);
         assert_eq!(s.http.addr.to_string(), "0.0.0.0:7070");
         assert_eq!(s.postgres.url.expose(), "postgres://postgres:postgres@localhost:5432/auth_db");
         assert_eq!(s.redis.url.expose(), "redis://localhost:6379/0");

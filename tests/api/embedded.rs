@@ -5,8 +5,8 @@ use auth_service::grpc::proto::GetMeRequest;
 use tonic::Code;
 
 use crate::helpers::{
-    Backend, PASSWORD, TestApp, backend_settings, login, register, signed_in, unique_database,
-    unique_email, with_session,
+    Backend, PASSWORD, TestApp, backend_settings, get_me, login, register, signed_in,
+    unique_database, unique_email, with_session,
 };
 
 #[tokio::test(flavor = "multi_thread")]
@@ -41,14 +41,7 @@ async fn an_in_memory_database_serves_the_whole_api() {
         TestApp::spawn_with(Backend::Embedded, |s| s.storage.data_dir = ":memory:".into()).await;
     let mut client = app.client();
     let (user, session) = signed_in(&mut client).await;
-    let me = client
-        .get_me(with_session(GetMeRequest {}, &session))
-        .await
-        .expect("get me")
-        .into_inner()
-        .user
-        .expect("user");
-    assert_eq!(me.uuid, user.uuid);
+    assert_eq!(get_me(&mut client, &session).await.uuid, user.uuid);
     let (status, body) = app.get("/health/actors").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(r#""backend":"embedded""#), "{body}");

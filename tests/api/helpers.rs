@@ -16,7 +16,9 @@ use std::{
 use auth_service::{
     app::Application,
     config::{SecretUrl, Settings},
-    grpc::proto::{LoginRequest, RegisterRequest, User, user_service_client::UserServiceClient},
+    grpc::proto::{
+        GetMeRequest, LoginRequest, RegisterRequest, User, user_service_client::UserServiceClient,
+    },
 };
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
@@ -427,6 +429,17 @@ pub async fn signed_in(client: &mut Client) -> (User, String) {
     let email = unique_email();
     register(client, &email, PASSWORD).await;
     login(client, &email, PASSWORD).await
+}
+
+/// GetMe with `session`; returns the user.
+pub async fn get_me(client: &mut Client, session: &str) -> User {
+    client
+        .get_me(with_session(GetMeRequest {}, session))
+        .await
+        .unwrap_or_else(|s| panic!("get me: {s:?}"))
+        .into_inner()
+        .user
+        .expect("user in response")
 }
 
 /// A request carrying `session_id` metadata.

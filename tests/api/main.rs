@@ -12,6 +12,7 @@ mod embedded;
 mod faults;
 mod legacy;
 mod lifecycle;
+mod limits;
 mod login;
 mod lookup;
 mod observability;

@@ -3,7 +3,7 @@ use std::time::Duration;
 use auth_service::grpc::proto::{GetMeRequest, LogoutRequest};
 use tonic::{Code, Request, metadata::MetadataValue};
 
-use crate::helpers::{Backend, TestApp, backend_tests, signed_in, with_session};
+use crate::helpers::{Backend, TestApp, backend_tests, get_me, signed_in, with_session};
 
 async fn get_me_returns_the_session_user(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -11,13 +11,7 @@ async fn get_me_returns_the_session_user(backend: Backend) {
     let (user, session) = signed_in(&mut client).await;
     // Twice: the second answer comes from the cache and must be the same.
     for _ in 0..2 {
-        let me = client
-            .get_me(with_session(GetMeRequest {}, &session))
-            .await
-            .expect("get me")
-            .into_inner()
-            .user
-            .expect("user");
+        let me = get_me(&mut client, &session).await;
         assert_eq!(me, user);
         assert_eq!(me.password, "");
     }

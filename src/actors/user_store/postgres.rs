@@ -22,12 +22,12 @@ use diesel_async::{
     },
 };
 use prometheus::HistogramVec;
-use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::{
-    CreateUserError,
+    CreateUserError, is_rejection,
     schema::{RoleType, users},
+    timed_statement,
 };
 use crate::{
     config::PostgresSettings,
@@ -290,21 +290,13 @@ impl PgUserRepository {
         .map_err(|f| f.classify("ping"))
     }
 
-    /// Checks out a connection and runs `query` on it within a span named
-    /// after the statement and the configured timeout.
+    /// Checks out a connection and runs `query` on it within the
+    /// configured timeout, in a span, timed.
     async fn run<T>(
         &self,
         statement: &'static str,
         query: impl AsyncFnOnce(&mut AsyncPgConnection) -> QueryResult<T>,
     ) -> Result<T, Failure> {
-        let span = crate::child_span!(
-            parent: &tracing::Span::current(),
-            "db.query",
-            otel.name = %format_args!("postgres {statement}"),
-            otel.kind = "client",
-            db.system = "postgresql",
-            db.operation = statement,
-        );
         let work = async {
             let mut conn: PooledConnection<'_, AsyncPgConnection> =
                 self.pool.get().await.map_err(|e| match e {
@@ -317,17 +309,10 @@ impl PgUserRepository {
                 })?;
             query(&mut conn).await.map_err(Failure::Query)
         };
-        let started = std::time::Instant::now();
-        let result = tokio::time::timeout(self.query_timeout, work)
-            .instrument(span)
+        let system = (PG, "postgresql");
+        timed_statement(&self.timings, system, statement, self.query_timeout, work)
             .await
-            .map_err(|_| Failure::Timeout(self.query_timeout))
-            .and_then(|r| r);
-        let outcome = if result.is_ok() { "ok" } else { "error" };
-        self.timings
-            .with_label_values(&["postgres", statement, outcome])
-            .observe(started.elapsed().as_secs_f64());
-        result
+            .unwrap_or(Err(Failure::Timeout(self.query_timeout)))
     }
 }
 
@@ -351,19 +336,7 @@ impl Failure {
             Self::Timeout(after) => {
                 DependencyError::outage(PG, operation, format!("no answer within {after:?}"))
             }
-            // Our statements are static and their inputs validated, so a
-            // constraint or decoding failure is a bug, not an outage.
-            Self::Query(
-                e @ (DieselError::DatabaseError(
-                    DatabaseErrorKind::CheckViolation
-                    | DatabaseErrorKind::NotNullViolation
-                    | DatabaseErrorKind::ForeignKeyViolation
-                    | DatabaseErrorKind::UniqueViolation,
-                    _,
-                )
-                | DieselError::DeserializationError(_)
-                | DieselError::SerializationError(_)),
-            ) => DependencyError::rejected(PG, operation, e),
+            Self::Query(e) if is_rejection(&e) => DependencyError::rejected(PG, operation, e),
             // Anything else (connection closed, server shutting down, schema
             // missing after a restore) clears up when Postgres does.
             Self::Query(e) => DependencyError::outage(PG, operation, e),

@@ -29,10 +29,11 @@ use diesel_async::{
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness as _, embed_migrations};
 use futures_util::FutureExt as _;
 use prometheus::HistogramVec;
-use tracing::Instrument as _;
 use uuid::Uuid;
 
-use super::{CreateUserError, migrate::BootstrapError, postgres::lower_text};
+use super::{
+    CreateUserError, is_rejection, migrate::BootstrapError, postgres::lower_text, timed_statement,
+};
 use crate::{
     config::StorageSettings,
     domain::{Email, NewUser, PasswordHash, Role, User, UserCredentials, UserId},
@@ -372,21 +373,13 @@ impl SqliteUserRepository {
     }
 
     /// Runs `query` on a pooled connection, behind the write gate for
-    /// writes, within `storage.busy_timeout_ms`, in a span and timed.
+    /// writes, within `storage.busy_timeout_ms`, in a span, timed.
     async fn run<T>(
         &self,
         statement: &'static str,
         access: Access,
         query: impl AsyncFnOnce(&mut AsyncSqlite) -> QueryResult<T>,
     ) -> Result<T, Failure> {
-        let span = crate::child_span!(
-            parent: &tracing::Span::current(),
-            "db.query",
-            otel.name = %format_args!("sqlite {statement}"),
-            otel.kind = "client",
-            db.system = "sqlite",
-            db.operation = statement,
-        );
         let work = async {
             let _turn = match access {
                 Access::Write => Some(self.writer.lock().await),
@@ -398,16 +391,9 @@ impl SqliteUserRepository {
             })?;
             query(&mut conn).await.map_err(Failure::Query)
         };
-        let started = Instant::now();
-        let result = tokio::time::timeout(self.busy_timeout, work)
-            .instrument(span)
+        timed_statement(&self.timings, (SQLITE, "sqlite"), statement, self.busy_timeout, work)
             .await
-            .unwrap_or(Err(Failure::Busy));
-        let outcome = if result.is_ok() { "ok" } else { "error" };
-        self.timings
-            .with_label_values(&["sqlite", statement, outcome])
-            .observe(started.elapsed().as_secs_f64());
-        result
+            .unwrap_or(Err(Failure::Busy))
     }
 }
 
@@ -448,17 +434,7 @@ impl Failure {
             {
                 DependencyError::busy(SQLITE, operation, e)
             }
-            Self::Query(
-                e @ (DieselError::DatabaseError(
-                    DatabaseErrorKind::CheckViolation
-                    | DatabaseErrorKind::NotNullViolation
-                    | DatabaseErrorKind::ForeignKeyViolation
-                    | DatabaseErrorKind::UniqueViolation,
-                    _,
-                )
-                | DieselError::DeserializationError(_)
-                | DieselError::SerializationError(_)),
-            ) => DependencyError::rejected(SQLITE, operation, e),
+            Self::Query(e) if is_rejection(&e) => DependencyError::rejected(SQLITE, operation, e),
             // A full disk, an unreadable file, a schema gone: fixable
             // outside the service, so an outage.
             Self::Query(e) => DependencyError::outage(SQLITE, operation, e),
