@@ -3,7 +3,8 @@
 #
 #   scripts/benchmarks.sh            # all sections
 #   scripts/benchmarks.sh sweep      # one section: ceiling sweep hashing
-#                                    #   isolation tracing memory storage micro
+#                                    #   isolation tracing memory storage
+#                                    #   login-timing micro
 #
 # Needs PostgreSQL and Redis on localhost (the service runs with
 # APP_ENV=local, logging at warn) and ports 5000, 5001, 7070 and 4317 free.
@@ -12,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-sections=${*:-ceiling sweep hashing isolation tracing memory storage micro}
+sections=${*:-ceiling sweep hashing isolation tracing memory storage login-timing micro}
 out="target/benchmarks-$(date -u +%Y%m%dT%H%M%SZ).txt"
 mkdir -p target
 exec > >(tee "$out") 2>&1
@@ -113,6 +114,11 @@ for s in $sections; do
       done
     done
     rm -rf target/bench-data
+    ;;
+  login-timing)
+    section "Failed-login timing by what failed, without and with the floor"
+    stop
+    cargo run --quiet --release --example login_timing -- --samples 20
     ;;
   micro)
     section "Micro-benchmarks (cargo bench)"

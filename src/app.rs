@@ -159,6 +159,7 @@ impl Application {
             hasher,
             metrics.clone(),
             settings.lookup.public,
+            settings.login.failure_floor(),
         );
 
         // Both ports are bound before either server starts, so a failed

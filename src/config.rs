@@ -189,6 +189,14 @@ pub struct Argon2Settings {
 pub struct LoginSettings {
     pub max_failures: u32,
     pub window_secs: u64,
+    /// Least time a failed login takes; 0 = no floor.
+    pub failure_floor_ms: u64,
+}
+
+impl LoginSettings {
+    pub fn failure_floor(&self) -> Duration {
+        Duration::from_millis(self.failure_floor_ms)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -2,6 +2,8 @@
 //! messages. Protocol-free: the gRPC layer translates to and from protobuf
 //! and maps [`AuthError`] to a status.
 
+use std::time::Duration;
+
 use crate::{
     actors::{
         ActorClient,
@@ -51,6 +53,8 @@ pub struct AuthService {
     hasher: ActorClient<PasswordHasher>,
     metrics: Metrics,
     lookup_public: bool,
+    /// Least time a failed login takes (`login.failure_floor_ms`).
+    failure_floor: Duration,
 }
 
 impl From<CreateUserError> for AuthError {
@@ -75,8 +79,9 @@ impl AuthService {
         hasher: ActorClient<PasswordHasher>,
         metrics: Metrics,
         lookup_public: bool,
+        failure_floor: Duration,
     ) -> Self {
-        Self { users, sessions, hasher, metrics, lookup_public }
+        Self { users, sessions, hasher, metrics, lookup_public, failure_floor }
     }
 
     /// Creates an account. An admin account needs an admin caller.
@@ -138,6 +143,7 @@ impl AuthService {
         email: &str,
         password: String,
     ) -> Result<(User, SessionId), AuthError> {
+        let started = tokio::time::Instant::now();
         let email = Email::parse(email, "email")?;
         let password = Password::parse_existing(password)?;
 
@@ -164,6 +170,11 @@ impl AuthService {
 
         let (Some(credentials), true) = (credentials, verification.matches) else {
             self.count_login("bad_credentials");
+            // Every failure takes at least the floor, so an unknown email,
+            // a wrong password and an account whose hash verifies at another
+            // cost (bcrypt from the Go service, an older argon2 cost) cannot
+            // be told apart by timing.
+            tokio::time::sleep_until(started + self.failure_floor).await;
             return Err(AuthError::InvalidCredentials);
         };
 

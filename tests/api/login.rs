@@ -1,3 +1,5 @@
+use std::time::{Duration, Instant};
+
 use auth_service::grpc::proto::LoginRequest;
 use tonic::Code;
 
@@ -139,7 +141,33 @@ async fn parallel_guesses_share_one_budget(backend: Backend) {
     assert_eq!((wrong, throttled), (5, 15), "only max_failures guesses reach the hasher");
 }
 
+async fn every_failed_login_takes_at_least_the_floor(backend: Backend) {
+    let floor = Duration::from_secs(1);
+    let app = TestApp::spawn_with(backend, |s| {
+        s.login.failure_floor_ms = 1000;
+        s.login.max_failures = 100;
+    })
+    .await;
+    let mut client = app.client();
+    let email = unique_email();
+    register(&mut client, &email, PASSWORD).await;
+    let failures = [
+        ("unknown email", credentials(&unique_email(), PASSWORD)),
+        ("wrong password", credentials(&email, "not the password")),
+    ];
+    for (what, request) in failures {
+        let started = Instant::now();
+        let status = client.login(request).await.expect_err(what);
+        assert_eq!(status.code(), Code::Unauthenticated, "{what}");
+        assert!(started.elapsed() >= floor, "{what} answered in {:?}", started.elapsed());
+    }
+    let started = Instant::now();
+    login(&mut client, &email, PASSWORD).await;
+    assert!(started.elapsed() < floor, "a success is not held back: {:?}", started.elapsed());
+}
+
 backend_tests!(
+    every_failed_login_takes_at_least_the_floor,
     login_returns_the_user_and_a_strong_session_id,
     email_case_and_whitespace_do_not_matter,
     passwords_are_used_exactly_as_typed,
