@@ -7,10 +7,10 @@ use clap::{Args, Parser, Subcommand};
 use crate::{
     actors::{
         password_hasher::{Argon2Hasher, Workspace},
-        session_store::{RedisSessionRepository, SessionPolicy, redis as session_repo},
+        session_store::{RedisSessionRepository, SessionPolicy},
         user_store::{
             CreateUserError, PgUserRepository, SqliteUserRepository, UserRepository, migrate,
-            postgres as user_repo, sqlite,
+            sqlite,
         },
     },
     config::{Settings, StorageBackend},
@@ -124,8 +124,8 @@ pub fn ensure_admin(
             // The pool spawns its reaper on the runtime.
             let _entered = runtime.enter();
             UserRepository::Postgres(PgUserRepository::new(
-                user_repo::build_pool(&settings.postgres, 1),
-                settings.postgres.query_timeout(),
+                &settings.postgres,
+                1,
                 unexported_timings(),
             ))
         }
@@ -188,19 +188,14 @@ async fn forget_cached(settings: &Settings, user: &User) {
         );
         return;
     }
-    let pool = match session_repo::build_pool(&settings.redis, 1) {
-        Ok(pool) => pool,
+    let policy = SessionPolicy::from_settings(settings);
+    let repo = match RedisSessionRepository::new(&settings.redis, 1, policy, unexported_timings()) {
+        Ok(repo) => repo,
         Err(e) => {
             tracing::warn!(error = %e, "cannot reach redis to drop the cached user");
             return;
         }
     };
-    let repo = RedisSessionRepository::new(
-        pool,
-        settings.redis.key_prefix.clone(),
-        SessionPolicy::from_settings(settings),
-        unexported_timings(),
-    );
     if let Err(e) = repo.invalidate_user(user).await {
         let _ = writeln!(
             std::io::stderr(),

@@ -23,7 +23,7 @@ pub mod session_store;
 mod store;
 pub mod user_store;
 
-pub use store::{CheckHealth, Outage, PoolSample};
+pub use store::{CheckHealth, ConnectFailures, Outage, PoolSample, Watched, uptime_ms};
 
 use std::{
     sync::{

@@ -93,12 +93,15 @@ pub fn to_status(err: AuthError) -> Status {
     let mut status = Status::new(code, message);
     let retry_after = match &err {
         AuthError::LoginThrottled { retry_after } => Some(retry_after.as_secs().max(1)),
-        AuthError::Actor(CallError::Overloaded(_)) => Some(1),
-        AuthError::Dependency(e) if e.kind == FailureKind::Busy => Some(1),
+        AuthError::Actor(_) => Some(1),
+        AuthError::Dependency(e) if e.kind != FailureKind::Rejected => Some(1),
         _ => None,
     };
     if let Some(secs) = retry_after {
+        // `retry-after` for people and proxies; gRPC clients with a retry
+        // policy wait `grpc-retry-pushback-ms` (gRFC A6) before retrying.
         status.metadata_mut().insert("retry-after", MetadataValue::from(secs));
+        status.metadata_mut().insert("grpc-retry-pushback-ms", MetadataValue::from(secs * 1000));
     }
     status
 }
@@ -171,6 +174,20 @@ mod tests {
     fn throttling_carries_retry_after() {
         let status = to_status(AuthError::LoginThrottled { retry_after: Duration::from_secs(42) });
         assert_eq!(status.metadata().get("retry-after").and_then(|v| v.to_str().ok()), Some("42"));
+    }
+
+    #[test]
+    fn unavailable_answers_tell_clients_when_to_retry() {
+        let outage = DependencyError::outage(Dependency::Redis, "get_session", "refused");
+        for status in [
+            to_status(AuthError::Dependency(outage)),
+            to_status(AuthError::Actor(CallError::Stopped("SessionStore"))),
+        ] {
+            assert_eq!(status.code(), Code::Unavailable);
+            let header = |name| status.metadata().get(name).and_then(|v| v.to_str().ok());
+            assert_eq!(header("retry-after"), Some("1"));
+            assert_eq!(header("grpc-retry-pushback-ms"), Some("1000"));
+        }
     }
 
     #[test]

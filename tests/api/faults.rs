@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use auth_service::{
     config::SecretUrl,
-    grpc::proto::{GetMeRequest, LoginRequest},
+    grpc::proto::{FindByEmailRequest, FindByIdRequest, GetMeRequest, LoginRequest},
 };
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -212,3 +212,111 @@ async fn a_login_flood_is_shed_by_the_hasher_while_get_me_keeps_working(backend:
 }
 
 backend_tests!(a_login_flood_is_shed_by_the_hasher_while_get_me_keeps_working,);
+
+/// Runs `call`, which must fail UNAVAILABLE with retry metadata; how long it
+/// took. The caller's deadline (3 s) is longer than any timeout involved,
+/// so a slow answer shows as slow, not as DEADLINE_EXCEEDED.
+async fn time_unavailable<T: std::fmt::Debug>(
+    what: &str,
+    call: impl Future<Output = Result<T, tonic::Status>>,
+) -> Duration {
+    let started = std::time::Instant::now();
+    let status = tokio::time::timeout(Duration::from_secs(3), call)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within 3 s"))
+        .expect_err(what);
+    let took = started.elapsed();
+    assert_eq!(status.code(), Code::Unavailable, "{what}: {status:?}");
+    assert_eq!(status.metadata().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+    assert!(status.metadata().get("grpc-retry-pushback-ms").is_some(), "{what}: {status:?}");
+    eprintln!("{what}: UNAVAILABLE in {took:?}");
+    took
+}
+
+/// A service whose Postgres and Redis connections go through `pg` and
+/// `redis`, with a breaker that stays closed, so every call below takes the
+/// path of a first call after the dependency went away.
+async fn behind_proxies(pg: &ChaosProxy, redis: &ChaosProxy) -> TestApp {
+    let (pg, redis) = (pg.addr, redis.addr);
+    TestApp::spawn_with(Backend::External, move |s| {
+        s.postgres.url = SecretUrl::new(reroute(s.postgres.url.expose(), pg));
+        s.redis.url = SecretUrl::new(format!("redis://{redis}"));
+        s.actors.failure_threshold = 1000;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refusing_dependency_is_unavailable_at_once_from_the_first_call() {
+    let (pg, redis) =
+        (ChaosProxy::start(postgres_addr()).await, ChaosProxy::start(redis_addr()).await);
+    let app = behind_proxies(&pg, &redis).await;
+    let mut client = app.client();
+    let (user, session) = signed_in(&mut client).await;
+    let by_id = || FindByIdRequest { uuid: user.uuid.clone() };
+    let by_email = || FindByEmailRequest { email: user.email.clone() };
+    let limit = Duration::from_millis(500);
+
+    redis.cut().await;
+    for round in 0..3 {
+        let mut c = client.clone();
+        let took = [
+            time_unavailable("GetMe", c.get_me(with_session(GetMeRequest {}, &session))).await,
+            time_unavailable(
+                "Login",
+                c.login(LoginRequest { email: user.email.clone(), password: PASSWORD.into() }),
+            )
+            .await,
+            time_unavailable("FindByID", c.find_by_id(with_session(by_id(), &session))).await,
+            time_unavailable("FindByEmail", c.find_by_email(with_session(by_email(), &session)))
+                .await,
+        ];
+        assert!(took.iter().all(|t| *t < limit), "redis refused, round {round}: {took:?}");
+    }
+    redis.restore();
+    app.wait_ready(Duration::from_secs(10)).await;
+
+    pg.cut().await;
+    for round in 0..4 {
+        let took =
+            time_unavailable("Register", client.register(registration(&unique_email(), PASSWORD)))
+                .await;
+        assert!(took < limit, "postgres refused, call {round}: {took:?}");
+    }
+    pg.restore();
+    app.wait_ready(Duration::from_secs(10)).await;
+    register(&mut client, &unique_email(), PASSWORD).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_dependency_is_unavailable_within_the_connect_timeout() {
+    let (pg, redis) =
+        (ChaosProxy::start(postgres_addr()).await, ChaosProxy::start(redis_addr()).await);
+    let app = behind_proxies(&pg, &redis).await;
+    let connect_timeout = app.settings.redis.connect_timeout();
+    assert!(connect_timeout <= Duration::from_secs(1), "the default is at most 1 s");
+    let limit = connect_timeout + Duration::from_millis(300);
+    let mut client = app.client();
+    let (_, session) = signed_in(&mut client).await;
+
+    redis.stall().await;
+    for round in 0..3 {
+        let took =
+            time_unavailable("GetMe", client.get_me(with_session(GetMeRequest {}, &session))).await;
+        assert!(took < limit, "redis silent, call {round}: {took:?}");
+    }
+    redis.restore();
+    app.wait_ready(Duration::from_secs(10)).await;
+    client.get_me(with_session(GetMeRequest {}, &session)).await.expect("recovered");
+
+    pg.stall().await;
+    for round in 0..3 {
+        let took =
+            time_unavailable("Register", client.register(registration(&unique_email(), PASSWORD)))
+                .await;
+        assert!(took < limit, "postgres silent, call {round}: {took:?}");
+    }
+    pg.restore();
+    app.wait_ready(Duration::from_secs(10)).await;
+    register(&mut client, &unique_email(), PASSWORD).await;
+}

@@ -3,15 +3,7 @@
 //! prefix) or embedded (its own data directory), so tests run in parallel;
 //! typed client helpers; a TCP proxy that can cut a dependency.
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        Arc, OnceLock,
-        atomic::{AtomicBool, Ordering},
-    },
-    thread::JoinHandle,
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::OnceLock, thread::JoinHandle, time::Duration};
 
 use auth_service::{
     app::Application,
@@ -456,52 +448,86 @@ pub fn with_session<T>(message: T, session: &str) -> Request<T> {
 // ---- fault injection ----
 
 /// A TCP proxy in front of a dependency. `cut()` closes every connection and
-/// refuses new ones, as a crashed or partitioned server would; `restore()`
-/// lets traffic through again. Bound to 127.0.0.1 only.
+/// refuses new ones (accepts and closes them at once), as a crashed server
+/// would; `stall()` keeps every connection open but forwards nothing, as a
+/// partitioned network that drops packets silently would; `restore()` lets
+/// traffic through again (connections held by a stall are closed then).
+/// Bound to 127.0.0.1 only.
 pub struct ChaosProxy {
     pub addr: SocketAddr,
-    cut: Arc<AtomicBool>,
-    generation: tokio::sync::watch::Sender<u64>,
+    mode: tokio::sync::watch::Sender<ProxyMode>,
     task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProxyMode {
+    Forward,
+    Stall,
+    Cut,
 }
 
 impl ChaosProxy {
     pub async fn start(target: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
         let addr = listener.local_addr().expect("proxy addr");
-        let cut = Arc::new(AtomicBool::new(false));
-        let (generation, _) = tokio::sync::watch::channel(0u64);
-        let accept_cut = Arc::clone(&cut);
-        let accept_generation = generation.clone();
+        let (mode, _) = tokio::sync::watch::channel(ProxyMode::Forward);
+        let modes = mode.clone();
         let task = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if accept_cut.load(Ordering::SeqCst) {
-                    drop(inbound);
-                    continue;
-                }
-                let mut cut_signal = accept_generation.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(target).await else { return };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = cut_signal.changed() => {}
+            while let Ok((inbound, _)) = listener.accept().await {
+                let mut changes = modes.subscribe();
+                let current = *changes.borrow_and_update();
+                match current {
+                    ProxyMode::Cut => drop(inbound),
+                    ProxyMode::Stall => {
+                        tokio::spawn(async move {
+                            let _ = changes.changed().await;
+                            drop(inbound);
+                        });
                     }
-                });
+                    ProxyMode::Forward => {
+                        tokio::spawn(forward(inbound, target, changes));
+                    }
+                }
             }
         });
-        Self { addr, cut, generation, task }
+        Self { addr, mode, task }
     }
 
     /// Drops every open connection and refuses new ones.
     pub async fn cut(&self) {
-        self.cut.store(true, Ordering::SeqCst);
-        self.generation.send_modify(|g| *g += 1);
-        // Let the connection tasks observe it before the test goes on.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        self.set(ProxyMode::Cut).await;
+    }
+
+    /// Keeps connections open but forwards nothing, on old and new ones.
+    pub async fn stall(&self) {
+        self.set(ProxyMode::Stall).await;
     }
 
     pub fn restore(&self) {
-        self.cut.store(false, Ordering::SeqCst);
+        self.mode.send_replace(ProxyMode::Forward);
+    }
+
+    async fn set(&self, mode: ProxyMode) {
+        self.mode.send_replace(mode);
+        // Let the connection tasks observe it before the test goes on.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Copies both ways until the mode changes; a stall then holds both sockets
+/// open, silent, until the next change.
+async fn forward(
+    mut inbound: TcpStream,
+    target: SocketAddr,
+    mut changes: tokio::sync::watch::Receiver<ProxyMode>,
+) {
+    let Ok(mut outbound) = TcpStream::connect(target).await else { return };
+    tokio::select! {
+        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => return,
+        _ = changes.changed() => {}
+    }
+    if *changes.borrow_and_update() == ProxyMode::Stall {
+        let _ = changes.changed().await;
     }
 }
 

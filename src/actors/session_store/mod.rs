@@ -212,13 +212,9 @@ impl Actor for SessionStore {
         ctx.set_mailbox_capacity(health.stats().capacity() + 16);
         match &self.backend {
             SessionBackendSettings::Redis(settings) => {
-                match redis::build_pool(settings, self.pool_size) {
-                    Ok(pool) => {
-                        let prefix = settings.key_prefix.clone();
-                        let timings = health.stats().metrics().dependency_seconds.clone();
-                        let repo = RedisSessionRepository::new(pool, prefix, self.policy, timings);
-                        self.repo = Some(SessionBackend::Redis(repo));
-                    }
+                let timings = health.stats().metrics().dependency_seconds.clone();
+                match RedisSessionRepository::new(settings, self.pool_size, self.policy, timings) {
+                    Ok(repo) => self.repo = Some(SessionBackend::Redis(repo)),
                     Err(e) => {
                         tracing::error!(error = %e, "cannot configure the redis pool");
                         health.stats().record_error(e.to_string());

@@ -22,7 +22,7 @@ use std::{
         Arc, LazyLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use bb8_redis::{
@@ -34,12 +34,13 @@ use prometheus::HistogramVec;
 use tracing::Instrument as _;
 
 use crate::{
+    actors::{ConnectFailures, Watched, uptime_ms},
     config::{RedisSettings, Settings},
     domain::{Email, SessionId, User, UserId},
     error::{Dependency, DependencyError},
 };
 
-pub type RedisPool = Pool<RedisManager>;
+pub type RedisPool = Pool<Watched<RedisManager>>;
 
 const REDIS: Dependency = Dependency::Redis;
 
@@ -87,29 +88,20 @@ struct ConnectionHealth {
     last_reply_ms: AtomicU64,
 }
 
-/// How recent a reply on a connection must be for a command's timeout there
-/// to mean congestion rather than a silent Redis: Redis answered commands
-/// sent before ours, so it is up; ours waited behind our own queue (the
-/// client's 500 ms response timeout counts from when the command was handed
-/// to the connection, and a saturated replica reads replies late).
-const REPLY_RECENCY: Duration = Duration::from_secs(1);
-
 impl ConnectionHealth {
     fn replied(&self) {
         self.last_reply_ms.store(uptime_ms(), Ordering::Relaxed);
     }
 
-    fn replied_recently(&self) -> bool {
-        let last = self.last_reply_ms.load(Ordering::Relaxed);
-        last > 0 && uptime_ms().saturating_sub(last) < REPLY_RECENCY.as_millis() as u64
+    /// A reply arrived on this connection after `since` ([`uptime_ms`]).
+    /// When a command times out, that tells congestion from a silent Redis:
+    /// Redis answered while ours waited, so it is up and ours queued behind
+    /// our own load (the client's 500 ms response timeout counts from when
+    /// the command was handed to the connection, and a saturated replica
+    /// reads replies late). Nothing since: Redis went quiet.
+    fn replied_since(&self, since: u64) -> bool {
+        self.last_reply_ms.load(Ordering::Relaxed) >= since
     }
-}
-
-/// Milliseconds since the first call (never 0 after it), a cheap clock to
-/// share between tasks through an atomic.
-fn uptime_ms() -> u64 {
-    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
-    START.elapsed().as_millis() as u64 + 1
 }
 
 impl bb8::ManageConnection for RedisManager {
@@ -132,17 +124,22 @@ impl bb8::ManageConnection for RedisManager {
 
 /// Builds the pool without connecting (the service starts while Redis is
 /// down). Invalid URLs were rejected when the settings loaded.
-pub fn build_pool(settings: &RedisSettings, max_size: u32) -> Result<RedisPool, DependencyError> {
+fn build_pool(
+    settings: &RedisSettings,
+    max_size: u32,
+    failures: ConnectFailures,
+) -> Result<RedisPool, DependencyError> {
     let manager = RedisConnectionManager::new(settings.url.expose())
         .map_err(|e| DependencyError::rejected(REDIS, "configure", e))?;
     Ok(Pool::builder()
         .max_size(max_size.max(1))
         .connection_timeout(settings.connect_timeout())
-        // One connect attempt per checkout, as for Postgres.
+        // One connect attempt per checkout, as for Postgres; callers learn
+        // of its failure through `failures` at once.
         .retry_connection(false)
         // Broken connections are flagged by the commands that hit them.
         .test_on_check_out(false)
-        .build_unchecked(RedisManager(manager)))
+        .build_unchecked(Watched { inner: RedisManager(manager), failures }))
 }
 
 /// A session looked up by id, with the copy of its user when that is fresh.
@@ -233,6 +230,7 @@ fn unix_now() -> u64 {
 #[derive(Clone)]
 pub struct RedisSessionRepository {
     pool: RedisPool,
+    failures: ConnectFailures,
     prefix: String,
     policy: SessionPolicy,
     /// `auth_dependency_operation_seconds`.
@@ -240,13 +238,22 @@ pub struct RedisSessionRepository {
 }
 
 impl RedisSessionRepository {
+    /// A repository over a new pool of at most `max_size` multiplexed
+    /// connections.
     pub fn new(
-        pool: RedisPool,
-        prefix: String,
+        settings: &RedisSettings,
+        max_size: u32,
         policy: SessionPolicy,
         timings: HistogramVec,
-    ) -> Self {
-        Self { pool, prefix, policy, timings }
+    ) -> Result<Self, DependencyError> {
+        let failures = ConnectFailures::default();
+        Ok(Self {
+            pool: build_pool(settings, max_size, failures.clone())?,
+            failures,
+            prefix: settings.key_prefix.clone(),
+            policy,
+            timings,
+        })
     }
 
     pub fn pool(&self) -> &RedisPool {
@@ -516,7 +523,19 @@ impl RedisSessionRepository {
         // A broken connection is replaced when its slot comes back, so the
         // second checkout gets another.
         for _ in 0..2 {
-            let pooled = self.pool.get().await.map_err(|e| match e {
+            let connect_failed = self.failures.next();
+            let checkout = tokio::select! {
+                biased;
+                checkout = self.pool.get() => checkout,
+                error = connect_failed => {
+                    return Err(DependencyError::outage(
+                        REDIS,
+                        operation,
+                        format!("cannot connect: {error}"),
+                    ));
+                }
+            };
+            let pooled = checkout.map_err(|e| match e {
                 bb8::RunError::TimedOut => DependencyError::outage(
                     REDIS,
                     operation,
@@ -547,6 +566,7 @@ impl RedisSessionRepository {
             db.operation = operation,
         );
         let started = std::time::Instant::now();
+        let called = uptime_ms();
         let result = async {
             let (mut conn, health) = self.connection(operation).await?;
             // The redis client bounds each command (500 ms response timeout).
@@ -555,7 +575,7 @@ impl RedisSessionRepository {
                     health.replied();
                     Ok(reply)
                 }
-                Err(e) if e.is_timeout() && health.replied_recently() => {
+                Err(e) if e.is_timeout() && health.replied_since(called) => {
                     Err(DependencyError::busy(REDIS, operation, "reply queued past the timeout"))
                 }
                 Err(e) => {

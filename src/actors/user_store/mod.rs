@@ -275,8 +275,8 @@ impl Actor for UserStore {
         ctx.set_mailbox_capacity(health.stats().capacity() + 16);
         self.repo = Some(match &self.database {
             UserDatabase::Postgres(settings) => UserRepository::Postgres(PgUserRepository::new(
-                postgres::build_pool(settings, self.pool_size),
-                settings.query_timeout(),
+                settings,
+                self.pool_size,
                 health.stats().metrics().dependency_seconds.clone(),
             )),
             UserDatabase::Sqlite(repo) => UserRepository::Sqlite(repo.clone()),

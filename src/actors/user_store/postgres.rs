@@ -3,7 +3,14 @@
 //! client-side timeout, and every failure is classified as an outage (retry
 //! later: UNAVAILABLE) or a rejection (a bug: INTERNAL).
 
-use std::{io::Write as _, time::Duration};
+use std::{
+    io::Write as _,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use diesel::{
@@ -16,10 +23,7 @@ use diesel::{
 };
 use diesel_async::{
     AsyncPgConnection, RunQueryDsl,
-    pooled_connection::{
-        AsyncDieselConnectionManager, ManagerConfig, PoolError, RecyclingMethod,
-        bb8::{Pool, PooledConnection},
-    },
+    pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, PoolError, RecyclingMethod},
 };
 use prometheus::HistogramVec;
 use uuid::Uuid;
@@ -30,6 +34,7 @@ use super::{
     timed_statement,
 };
 use crate::{
+    actors::{ConnectFailures, Watched, uptime_ms},
     config::PostgresSettings,
     domain::{Email, NewUser, PasswordHash, Role, User, UserCredentials, UserId},
     error::{Dependency, DependencyError},
@@ -41,7 +46,7 @@ diesel::define_sql_function! {
     fn lower_text(x: diesel::sql_types::Text) -> diesel::sql_types::Text;
 }
 
-pub type PgPool = Pool<AsyncPgConnection>;
+pub type PgPool = bb8::Pool<Watched<AsyncDieselConnectionManager<AsyncPgConnection>>>;
 
 #[derive(Debug, Clone, Copy, AsExpression, FromSqlRow)]
 #[diesel(sql_type = RoleType)]
@@ -139,7 +144,7 @@ struct NewUserRow<'a> {
 
 /// Builds the pool without connecting, so the service starts (not ready)
 /// while Postgres is down and connects once it is up.
-pub fn build_pool(settings: &PostgresSettings, max_size: u32) -> PgPool {
+fn build_pool(settings: &PostgresSettings, max_size: u32, failures: ConnectFailures) -> PgPool {
     let mut config = ManagerConfig::default();
     // `Fast` only drops connections diesel saw break; a `SELECT 1` on every
     // checkout would double the round-trips of every query.
@@ -148,22 +153,26 @@ pub fn build_pool(settings: &PostgresSettings, max_size: u32) -> PgPool {
         settings.url_with_connect_timeout(),
         config,
     );
-    Pool::builder()
+    bb8::Pool::builder()
         .max_size(max_size.max(1))
         .connection_timeout(settings.connect_timeout())
         // One connect attempt per checkout, not a retry loop hammering a
-        // server that is down. (bb8 0.9 still keeps the caller waiting up
-        // to connection_timeout before answering; see the README.)
+        // server that is down; callers learn of its failure through
+        // `failures` at once.
         .retry_connection(false)
         // Let a replica shed idle connections after a burst.
         .idle_timeout(Some(Duration::from_secs(300)))
-        .build_unchecked(manager)
+        .build_unchecked(Watched { inner: manager, failures })
 }
 
 #[derive(Clone)]
 pub struct PgUserRepository {
     pool: PgPool,
+    failures: ConnectFailures,
     query_timeout: Duration,
+    /// When a statement last succeeded ([`uptime_ms`]): a call that waited
+    /// or timed out while others succeeded met our own load, not an outage.
+    last_success: Arc<AtomicU64>,
     /// `auth_dependency_operation_seconds`.
     timings: HistogramVec,
 }
@@ -171,12 +180,25 @@ pub struct PgUserRepository {
 const PG: Dependency = Dependency::Postgres;
 
 impl PgUserRepository {
-    pub fn new(pool: PgPool, query_timeout: Duration, timings: HistogramVec) -> Self {
-        Self { pool, query_timeout, timings }
+    /// A repository over a new pool of at most `max_size` connections.
+    pub fn new(settings: &PostgresSettings, max_size: u32, timings: HistogramVec) -> Self {
+        let failures = ConnectFailures::default();
+        Self {
+            pool: build_pool(settings, max_size, failures.clone()),
+            failures,
+            query_timeout: settings.query_timeout(),
+            last_success: Arc::new(AtomicU64::new(0)),
+            timings,
+        }
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// A statement succeeded after `since` ([`uptime_ms`]).
+    fn answered_since(&self, since: u64) -> bool {
+        AtomicU64::load(&self.last_success, Ordering::Relaxed) >= since
     }
 
     pub async fn create(&self, new: &NewUser) -> Result<User, CreateUserError> {
@@ -297,26 +319,45 @@ impl PgUserRepository {
         statement: &'static str,
         query: impl AsyncFnOnce(&mut AsyncPgConnection) -> QueryResult<T>,
     ) -> Result<T, Failure> {
+        let called = uptime_ms();
         let work = async {
-            let mut conn: PooledConnection<'_, AsyncPgConnection> =
-                self.pool.get().await.map_err(|e| match e {
-                    // Every connection is in use and none came free in time:
-                    // with connections established, that is our own load,
-                    // not Postgres failing. (While Postgres is down its
-                    // connections break and are dropped.)
-                    bb8::RunError::TimedOut if self.pool.state().connections > 0 => Failure::Busy,
-                    e => Failure::Pool(e),
-                })?;
+            let connect_failed = self.failures.next();
+            let checkout = tokio::select! {
+                biased;
+                checkout = self.pool.get() => checkout,
+                error = connect_failed => return Err(Failure::Connect(error)),
+            };
+            let mut conn = checkout.map_err(|e| match e {
+                // Every connection is in use and none came free in time:
+                // with connections established, that is our own load, not
+                // Postgres failing (while Postgres is down its connections
+                // break and are dropped, and a silent one is found out by
+                // the statements holding them, which time out).
+                bb8::RunError::TimedOut if self.pool.state().connections > 0 => Failure::Busy,
+                e => Failure::Pool(e),
+            })?;
             query(&mut conn).await.map_err(Failure::Query)
         };
         let system = (PG, "postgresql");
-        timed_statement(&self.timings, system, statement, self.query_timeout, work)
+        let result = timed_statement(&self.timings, system, statement, self.query_timeout, work)
             .await
-            .unwrap_or(Err(Failure::Timeout(self.query_timeout)))
+            .unwrap_or_else(|| {
+                Err(if self.answered_since(called) {
+                    Failure::Busy
+                } else {
+                    Failure::Timeout(self.query_timeout)
+                })
+            });
+        if result.is_ok() {
+            self.last_success.store(uptime_ms(), Ordering::Relaxed);
+        }
+        result
     }
 }
 
 enum Failure {
+    /// A connection attempt failed while this call waited for one.
+    Connect(String),
     Pool(bb8::RunError<PoolError>),
     Busy,
     Query(DieselError),
@@ -327,6 +368,9 @@ impl Failure {
     fn classify(self, operation: &'static str) -> DependencyError {
         match self {
             Self::Busy => DependencyError::busy(PG, operation, "every pooled connection busy"),
+            Self::Connect(e) => {
+                DependencyError::outage(PG, operation, format!("cannot connect: {e}"))
+            }
             Self::Pool(bb8::RunError::TimedOut) => {
                 DependencyError::outage(PG, operation, "timed out waiting for a pooled connection")
             }
