@@ -8,7 +8,7 @@ use crate::{
     actors::{
         ActorClient,
         password_hasher::{
-            HashError, HashPassword, PasswordHasher, Scheme, Verification, VerifyPassword,
+            self, HashError, HashPassword, PasswordHasher, Scheme, Verification, VerifyPassword,
         },
         session_store::{
             CacheUser, ClearLoginAttempts, CreateSession, DeleteSession, InvalidateUser,
@@ -68,7 +68,11 @@ impl From<CreateUserError> for AuthError {
 
 impl From<HashError> for AuthError {
     fn from(err: HashError) -> Self {
-        Self::internal("password hasher", err)
+        match err {
+            // The worker is being replaced: a retry will be served.
+            HashError::WorkerPanicked => Self::Actor(CallError::Stopped(password_hasher::NAME)),
+            other => Self::internal("password hasher", other),
+        }
     }
 }
 

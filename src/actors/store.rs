@@ -6,12 +6,14 @@
 use std::{
     cell::RefCell,
     fmt,
+    panic::AssertUnwindSafe,
     rc::Rc,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use actix::{Actor, AsyncContext as _, Context, Handler, Message, ResponseFuture};
+use futures_util::FutureExt as _;
 use tracing::{Instrument as _, Span};
 
 use super::{ActorState, ActorStats, RestartPolicy, Ticket};
@@ -239,6 +241,15 @@ impl StoreHealth {
         self.ready && self.last_success.is_some_and(|t| now.duration_since(t) < RECENT_SUCCESS)
     }
 
+    /// A repository call panicked: restart as soon as the calls in flight
+    /// are back (`true`: now).
+    fn panicked(&mut self) -> bool {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.stats.record_error("a call panicked; restarting".to_owned());
+        self.restart_pending = true;
+        self.in_flight == 0
+    }
+
     /// Records the outcome of a repository call; `true` means the actor
     /// should restart now (the decision is deferred until in-flight calls
     /// finish).
@@ -329,9 +340,25 @@ pub trait Store: Actor<Context = Context<Self>> + Handler<Restart> {
         let health = Rc::clone(self.health());
         health.borrow_mut().in_flight += 1;
         let me = ctx.address();
-        let work = call(repo).instrument(span);
+        let dependency = self.dependency();
+        let work = AssertUnwindSafe(call(repo).instrument(span)).catch_unwind();
         Box::pin(async move {
-            let result = work.await;
+            let Ok(result) = work.await else {
+                // A bug in a repository call: this caller learns at once
+                // (UNAVAILABLE), calls in flight finish, and the supervisor
+                // restarts the instance with fresh state, as after outages.
+                drop(ticket);
+                tracing::error!(actor = Self::NAME, operation, "a store call panicked; restarting");
+                let restart = health.borrow_mut().panicked();
+                if restart {
+                    me.do_send(Restart);
+                }
+                return Err(E::from(DependencyError::outage(
+                    dependency,
+                    operation,
+                    "the store failed; restarting it",
+                )));
+            };
             drop(ticket);
             let restart = health.borrow_mut().observe(result.as_ref().err());
             if restart {
@@ -370,7 +397,130 @@ pub trait Store: Actor<Context = Context<Self>> + Handler<Restart> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{error::Dependency, telemetry::metrics::Metrics};
+    use crate::{
+        actors::{
+            ActorClient, Traced,
+            session_store::{CreateSession, SessionBackendSettings, SessionPolicy, SessionStore},
+            user_store::{FindUserById, SqliteUserRepository, UserDatabase, UserStore},
+        },
+        config::Settings,
+        domain::{Role, User, UserId},
+        error::Dependency,
+        telemetry::metrics::Metrics,
+        workers::Workers,
+    };
+
+    /// Stands in for a bug in a repository call: it panics.
+    struct Panic;
+
+    impl Message for Panic {
+        type Result = Result<(), DependencyError>;
+    }
+
+    macro_rules! panics_on_request {
+        ($store:ty) => {
+            impl Handler<Traced<Panic>> for $store {
+                type Result = ResponseFuture<Result<(), DependencyError>>;
+
+                fn handle(&mut self, msg: Traced<Panic>, ctx: &mut Self::Context) -> Self::Result {
+                    let (Panic, span, ticket) = msg.open();
+                    self.run(ctx, span, ticket, "panic", async move |_| {
+                        panic!("simulated bug in a store call")
+                    })
+                }
+            }
+        };
+    }
+    panics_on_request!(UserStore);
+    panics_on_request!(SessionStore);
+
+    async fn until_running(stats: &ActorStats) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while stats.state() != ActorState::Running {
+            assert!(Instant::now() < deadline, "not running: {:?}", stats.snapshot());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The panicking call answers an outage at once, and the store restarts
+    /// (counted) and runs again.
+    async fn survives_a_panic<S>(client: &ActorClient<S>, stats: &ActorStats)
+    where
+        S: Actor<Context = Context<S>> + Handler<Traced<Panic>>,
+    {
+        until_running(stats).await;
+        let answer = client.call(Panic).await.expect("delivered");
+        let error = answer.expect_err("the panicking call fails");
+        assert!(error.is_outage(), "{error}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while stats.snapshot().restarts < 1 {
+            assert!(Instant::now() < deadline, "never restarted: {:?}", stats.snapshot());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        until_running(stats).await;
+        assert!(stats.snapshot().last_error.is_some_and(|e| e.message.contains("panicked")));
+    }
+
+    fn settings() -> Settings {
+        let mut settings = Settings::defaults().expect("defaults");
+        settings.storage.data_dir = ":memory:".into();
+        settings
+    }
+
+    #[test]
+    fn a_user_store_survives_a_panicking_call() {
+        actix_rt::System::new().block_on(async {
+            let settings = settings();
+            let metrics = Metrics::new().expect("metrics");
+            let stats = ActorStats::new("UserStore", 8, metrics.clone());
+            let repo = SqliteUserRepository::open(&settings.storage, metrics.dependency_seconds)
+                .expect("open");
+            let workers = Workers::start(1);
+            let users = UserStore::start(
+                UserDatabase::Sqlite(repo),
+                &settings.actors,
+                Arc::clone(&stats),
+                &workers,
+            );
+            survives_a_panic(&users, &stats).await;
+            let found = users.call(FindUserById(UserId::new_random())).await.expect("delivered");
+            assert!(found.expect("served after the restart").is_none());
+            workers.stop();
+            actix::System::current().stop();
+        });
+    }
+
+    #[test]
+    fn a_session_store_survives_a_panicking_call() {
+        actix_rt::System::new().block_on(async {
+            let settings = settings();
+            let metrics = Metrics::new().expect("metrics");
+            let stats = ActorStats::new("SessionStore", 8, metrics);
+            let workers = Workers::start(1);
+            let sessions = SessionStore::start(
+                SessionBackendSettings::Memory { max_entries: 10 },
+                SessionPolicy::from_settings(&settings),
+                &settings.actors,
+                Arc::clone(&stats),
+                &workers,
+            );
+            survives_a_panic(&sessions, &stats).await;
+            let user = User {
+                id: UserId::new_random(),
+                first_name: "Ada".into(),
+                last_name: "Lovelace".into(),
+                email: "ada@example.com".into(),
+                role: Role::User,
+                avatar: None,
+                created_at: chrono::Utc::now(),
+                updated_at: chrono::Utc::now(),
+            };
+            let created = sessions.call(CreateSession(user)).await.expect("delivered");
+            created.expect("served after the restart");
+            workers.stop();
+            actix::System::current().stop();
+        });
+    }
 
     fn health(threshold: u32) -> StoreHealth {
         let stats = ActorStats::new("Test", 8, Metrics::new().expect("metrics"));

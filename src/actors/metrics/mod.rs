@@ -6,11 +6,16 @@
 //! Per-request counters never pass through here: they are atomics updated on
 //! the request path. This actor only does what needs sampling.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeMap,
+    panic::{AssertUnwindSafe, catch_unwind},
+    sync::Arc,
+    time::Duration,
+};
 
 use actix::{
-    Actor, ActorFutureExt as _, AsyncContext as _, Context, Handler, Message, Supervised,
-    Supervisor, WrapFuture as _,
+    Actor, ActorContext as _, ActorFutureExt as _, AsyncContext as _, Context, Handler, Message,
+    Supervised, Supervisor, WrapFuture as _,
 };
 use serde::Serialize;
 
@@ -97,6 +102,20 @@ impl MetricsSampler {
         };
         let addr = Supervisor::start(move |_| sampler);
         ActorClient::new(addr, stats)
+    }
+
+    /// Runs `work`; a panic in it stops the sampler, which its supervisor
+    /// restarts (counted), instead of silently ending the actor's task.
+    fn guarded(
+        &mut self,
+        ctx: &mut Context<Self>,
+        work: impl FnOnce(&mut Self, &mut Context<Self>),
+    ) {
+        if catch_unwind(AssertUnwindSafe(|| work(self, ctx))).is_err() {
+            tracing::error!(actor = NAME, "the metrics sampler panicked; restarting it");
+            self.stats.record_error("panicked; restarting");
+            ctx.stop();
+        }
     }
 
     /// The sampled actors and the sampler itself.
@@ -211,8 +230,8 @@ impl Actor for MetricsSampler {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.stats.capacity());
         self.stats.set_state(ActorState::Running);
-        self.sample(ctx);
-        ctx.run_interval(self.interval, |act, ctx| act.sample(ctx));
+        self.guarded(ctx, Self::sample);
+        ctx.run_interval(self.interval, |act, ctx| act.guarded(ctx, Self::sample));
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
@@ -255,7 +274,7 @@ mod tests {
         config::{SecretUrl, Settings},
     };
 
-    /// Stands in for an unforeseen failure: the sampler stops itself.
+    /// Stands in for a bug in the sampler's work: it panics.
     struct Crash;
 
     impl Message for Crash {
@@ -266,14 +285,13 @@ mod tests {
         type Result = ();
 
         fn handle(&mut self, msg: Traced<Crash>, ctx: &mut Self::Context) {
-            use actix::ActorContext as _;
             let (Crash, _span, _ticket) = msg.open();
-            ctx.stop();
+            self.guarded(ctx, |_, _| panic!("simulated bug in the sampler"));
         }
     }
 
     #[test]
-    fn the_supervisor_restarts_a_stopped_sampler() {
+    fn the_supervisor_restarts_a_panicking_sampler() {
         actix_rt::System::new().block_on(async {
             let mut settings = Settings::defaults().expect("defaults");
             // Nothing listens there: the stores run degraded, which is fine.
