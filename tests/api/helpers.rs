@@ -669,3 +669,166 @@ impl Drop for BinaryService {
         }
     }
 }
+
+// ---- private database servers, for tests that crash them ----
+
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// Runs a server tool; as the `postgres` user when we are root (initdb and
+/// postgres refuse to run as root).
+fn run_as_postgres(program: &str, args: &[&str]) -> std::process::Output {
+    let is_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    let mut command = if is_root {
+        let mut c = std::process::Command::new("runuser");
+        c.args(["-u", "postgres", "--", program]);
+        c
+    } else {
+        std::process::Command::new(program)
+    };
+    command.args(args).output().unwrap_or_else(|e| panic!("{program}: {e}"))
+}
+
+/// A PostgreSQL server of the test's own (Debian's binaries), on a free
+/// loopback port, in a temporary directory: it may be crashed and started.
+pub struct PrivatePostgres {
+    dir: std::path::PathBuf,
+    bin: std::path::PathBuf,
+    pub port: u16,
+}
+
+impl PrivatePostgres {
+    pub fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("Debian's postgresql package (/usr/lib/postgresql)")
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("bin"))
+            .find(|p| p.join("initdb").exists())
+            .expect("initdb");
+        let dir = std::env::temp_dir().join(format!("auth-pg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("data dir");
+        let _ = std::process::Command::new("chown").args(["postgres:", &path(&dir)]).status();
+        let data = path(&dir.join("data"));
+        let out = run_as_postgres(
+            &path(&bin.join("initdb")),
+            &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"],
+        );
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        let server = Self { dir, bin, port: free_port() };
+        server.resume();
+        server
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Starts (again) and waits until it accepts connections.
+    pub fn resume(&self) {
+        let options =
+            format!("-p {} -c listen_addresses=127.0.0.1 -k {}", self.port, path(&self.dir));
+        let out = run_as_postgres(
+            &path(&self.bin.join("pg_ctl")),
+            &[
+                "-D",
+                &path(&self.dir.join("data")),
+                "-o",
+                &options,
+                "-l",
+                &path(&self.dir.join("log")),
+                "-w",
+                "start",
+            ],
+        );
+        assert!(out.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Stops it as a crash would: no checkpoint, clients cut off.
+    pub fn crash(&self) {
+        let out = run_as_postgres(
+            &path(&self.bin.join("pg_ctl")),
+            &["-D", &path(&self.dir.join("data")), "-m", "immediate", "-w", "stop"],
+        );
+        assert!(out.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = run_as_postgres(
+            &path(&self.bin.join("pg_ctl")),
+            &["-D", &path(&self.dir.join("data")), "-m", "immediate", "stop"],
+        );
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Redis server of the test's own with AOF persistence fsynced on every
+/// write, on a free loopback port: it may be killed and started again.
+pub struct PrivateRedis {
+    dir: std::path::PathBuf,
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    pub fn start() -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("auth-redis-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut server = Self { dir, port: free_port(), child: None };
+        server.resume();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same directory and waits until it answers.
+    pub fn resume(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                &path(&self.dir),
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian's redis-server package)");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "redis did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: what the AOF holds is all that survives.
+    pub fn crash(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.crash();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn path(p: &std::path::Path) -> String {
+    p.to_string_lossy().into_owned()
+}
