@@ -93,6 +93,36 @@ impl UserService for Echo {
     ) -> Result<Response<LogoutResponse>, Status> {
         Ok(Response::new(LogoutResponse {}))
     }
+
+    // Session management is not driven by the load generator: the transport
+    // ceiling needs only the RPCs above.
+    async fn list_sessions(
+        &self,
+        _request: Request<proto::ListSessionsRequest>,
+    ) -> Result<Response<proto::ListSessionsResponse>, Status> {
+        Err(Status::unimplemented("not part of the transport ceiling"))
+    }
+
+    async fn revoke_session(
+        &self,
+        _request: Request<proto::RevokeSessionRequest>,
+    ) -> Result<Response<proto::RevokeSessionResponse>, Status> {
+        Err(Status::unimplemented("not part of the transport ceiling"))
+    }
+
+    async fn logout_all(
+        &self,
+        _request: Request<proto::LogoutAllRequest>,
+    ) -> Result<Response<proto::LogoutAllResponse>, Status> {
+        Err(Status::unimplemented("not part of the transport ceiling"))
+    }
+
+    async fn change_password(
+        &self,
+        _request: Request<proto::ChangePasswordRequest>,
+    ) -> Result<Response<proto::ChangePasswordResponse>, Status> {
+        Err(Status::unimplemented("not part of the transport ceiling"))
+    }
 }
 
 #[tokio::main]

@@ -129,6 +129,12 @@ pub enum AuthError {
     InvalidCredentials,
     #[error("user not found")]
     UserNotFound,
+    /// No session of the caller has this handle.
+    #[error("no such session")]
+    SessionNotFound,
+    /// The current password given to change it does not match.
+    #[error("the old password does not match")]
+    WrongPassword,
     #[error("too many failed logins for this account; retry in {}s", retry_after.as_secs())]
     LoginThrottled { retry_after: Duration },
     #[error(transparent)]

@@ -11,8 +11,9 @@ use crate::{
             self, HashError, HashPassword, PasswordHasher, Scheme, Verification, VerifyPassword,
         },
         session_store::{
-            CacheUser, ClearLoginAttempts, CreateSession, DeleteSession, InvalidateUser,
-            LookUpCachedUser, RefreshSessionUser, ReserveLoginAttempt, ResolveSession,
+            CacheUser, ClearLoginAttempts, CreateSession, DeleteSession, EndUserSession,
+            EndUserSessions, InvalidateUser, ListUserSessions, LookUpCachedUser,
+            RefreshSessionUser, ReserveLoginAttempt, ResolveSession, SessionInfo, SessionOrigin,
             SessionStore, UserKey,
         },
         user_store::{
@@ -146,6 +147,7 @@ impl AuthService {
         &self,
         email: &str,
         password: String,
+        origin: SessionOrigin,
     ) -> Result<(User, SessionId), AuthError> {
         let started = tokio::time::Instant::now();
         let email = Email::parse(email, "email")?;
@@ -185,7 +187,7 @@ impl AuthService {
         let user = credentials.user;
         // The session keeps a copy of the user: the client's next call is
         // usually GetMe.
-        let session = self.sessions.call(CreateSession(user.clone())).await??;
+        let session = self.sessions.call(CreateSession { user: user.clone(), origin }).await??;
         self.count_login("ok");
         if let Err(e) = flatten(self.sessions.call(ClearLoginAttempts(email)).await) {
             tracing::warn!(error = %e, "could not reset the login-attempt counter");
@@ -219,6 +221,88 @@ impl AuthService {
                 tracing::warn!(user_id = %user.id, error = %e, "password hash upgrade failed")
             }
         }
+    }
+
+    /// The caller's sessions, and the handle of the current one.
+    pub async fn list_sessions(
+        &self,
+        session: Option<&str>,
+    ) -> Result<(Vec<SessionInfo>, String), AuthError> {
+        let (user, current) = self.caller(session).await?;
+        let sessions = self.sessions.call(ListUserSessions(user.id)).await??;
+        Ok((sessions, current.storage_key()))
+    }
+
+    /// Ends one of the caller's sessions; `NotFound` unless it is theirs.
+    pub async fn revoke_session(
+        &self,
+        session: Option<&str>,
+        handle: &str,
+    ) -> Result<(), AuthError> {
+        let (user, _) = self.caller(session).await?;
+        let message = EndUserSession { user: user.id, handle: handle.trim().to_owned() };
+        if self.sessions.call(message).await?? { Ok(()) } else { Err(AuthError::SessionNotFound) }
+    }
+
+    /// Ends every session of the caller (but the current one, if asked);
+    /// how many.
+    pub async fn logout_all(
+        &self,
+        session: Option<&str>,
+        keep_current: bool,
+    ) -> Result<u32, AuthError> {
+        let (user, current) = self.caller(session).await?;
+        let keep = keep_current.then_some(current);
+        Ok(self.sessions.call(EndUserSessions { user: user.id, keep }).await??)
+    }
+
+    /// Verifies the old password (against the login budget, like a login),
+    /// stores a hash of the new one, and ends every other session; how many.
+    pub async fn change_password(
+        &self,
+        session: Option<&str>,
+        old: String,
+        new: String,
+    ) -> Result<u32, AuthError> {
+        let (user, current) = self.caller(session).await?;
+        let old = Password::parse_existing(old)?;
+        let new = Password::parse_new(new)?;
+        let email = Email::parse(&user.email, "email")
+            .map_err(|e| AuthError::internal("stored email", e))?;
+        if let Some(retry_after) = self.sessions.call(ReserveLoginAttempt(email.clone())).await?? {
+            return Err(AuthError::LoginThrottled { retry_after });
+        }
+        let credentials = self
+            .users
+            .call(FindCredentials(email.clone()))
+            .await??
+            .ok_or(AuthError::Unauthenticated)?;
+        let stored = Some(credentials.password_hash.clone());
+        let verification = self.hasher.call(VerifyPassword { password: old, stored }).await??;
+        if !verification.matches {
+            return Err(AuthError::WrongPassword);
+        }
+        let hash = self.hasher.call(HashPassword(new)).await??;
+        let message =
+            ReplacePasswordHash { id: user.id, old: credentials.password_hash, new: hash };
+        // Changed by someone else since our read: their change stands.
+        if !self.users.call(message).await?? {
+            return Err(AuthError::WrongPassword);
+        }
+        let ended =
+            self.sessions.call(EndUserSessions { user: user.id, keep: Some(current) }).await??;
+        self.sessions.call(InvalidateUser(user)).await??;
+        if let Err(e) = flatten(self.sessions.call(ClearLoginAttempts(email)).await) {
+            tracing::warn!(error = %e, "could not reset the login-attempt counter");
+        }
+        Ok(ended)
+    }
+
+    /// The caller's user and session id, from a live session.
+    async fn caller(&self, session: Option<&str>) -> Result<(User, SessionId), AuthError> {
+        let id = session.and_then(SessionId::parse).ok_or(AuthError::Unauthenticated)?;
+        let user = self.session_user(Some(id.expose())).await?;
+        Ok((user, id))
     }
 
     pub async fn get_me(&self, session: Option<&str>) -> Result<User, AuthError> {

@@ -400,7 +400,9 @@ mod tests {
     use crate::{
         actors::{
             ActorClient, Traced,
-            session_store::{CreateSession, SessionBackendSettings, SessionPolicy, SessionStore},
+            session_store::{
+                CreateSession, SessionBackendSettings, SessionOrigin, SessionPolicy, SessionStore,
+            },
             user_store::{FindUserById, SqliteUserRepository, UserDatabase, UserStore},
         },
         config::Settings,
@@ -515,7 +517,8 @@ mod tests {
                 created_at: chrono::Utc::now(),
                 updated_at: chrono::Utc::now(),
             };
-            let created = sessions.call(CreateSession(user)).await.expect("delivered");
+            let origin = SessionOrigin::default();
+            let created = sessions.call(CreateSession { user, origin }).await.expect("delivered");
             created.expect("served after the restart");
             workers.stop();
             actix::System::current().stop();

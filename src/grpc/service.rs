@@ -7,6 +7,7 @@ use super::{
     status::to_status,
 };
 use crate::{
+    actors::session_store::SessionOrigin,
     domain::User,
     service::{AuthService, RawSecret, RegisterInput},
 };
@@ -102,8 +103,10 @@ impl UserService for UserServiceImpl {
         &self,
         request: Request<proto::LoginRequest>,
     ) -> Result<Response<proto::LoginResponse>, Status> {
+        let origin = origin(&request);
         let r = request.into_inner();
-        let (user, session) = self.auth.login(&r.email, r.password).await.map_err(to_status)?;
+        let (user, session) =
+            self.auth.login(&r.email, r.password, origin).await.map_err(to_status)?;
         Ok(Response::new(proto::LoginResponse {
             user: Some(to_proto(user)),
             session_id: session.expose().to_owned(),
@@ -125,4 +128,77 @@ impl UserService for UserServiceImpl {
         self.auth.logout(session_id(&request)).await.map_err(to_status)?;
         Ok(Response::new(proto::LogoutResponse {}))
     }
+
+    async fn list_sessions(
+        &self,
+        request: Request<proto::ListSessionsRequest>,
+    ) -> Result<Response<proto::ListSessionsResponse>, Status> {
+        let (sessions, current) =
+            self.auth.list_sessions(session_id(&request)).await.map_err(to_status)?;
+        let sessions = sessions
+            .into_iter()
+            .map(|s| proto::SessionInfo {
+                current: s.handle == current,
+                handle: s.handle,
+                created_at: Some(unix_timestamp(s.created)),
+                last_seen_at: Some(unix_timestamp(s.last_seen)),
+                client_address: s.origin.client_address,
+                user_agent: s.origin.user_agent,
+            })
+            .collect();
+        Ok(Response::new(proto::ListSessionsResponse { sessions }))
+    }
+
+    async fn revoke_session(
+        &self,
+        request: Request<proto::RevokeSessionRequest>,
+    ) -> Result<Response<proto::RevokeSessionResponse>, Status> {
+        let session = session_id(&request);
+        self.auth.revoke_session(session, &request.get_ref().handle).await.map_err(to_status)?;
+        Ok(Response::new(proto::RevokeSessionResponse {}))
+    }
+
+    async fn logout_all(
+        &self,
+        request: Request<proto::LogoutAllRequest>,
+    ) -> Result<Response<proto::LogoutAllResponse>, Status> {
+        let keep = request.get_ref().keep_current;
+        let ended = self.auth.logout_all(session_id(&request), keep).await.map_err(to_status)?;
+        Ok(Response::new(proto::LogoutAllResponse { ended }))
+    }
+
+    async fn change_password(
+        &self,
+        request: Request<proto::ChangePasswordRequest>,
+    ) -> Result<Response<proto::ChangePasswordResponse>, Status> {
+        let session = session_id(&request).map(str::to_owned);
+        let r = request.into_inner();
+        let ended = self
+            .auth
+            .change_password(session.as_deref(), r.old_password, r.new_password)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(proto::ChangePasswordResponse { ended }))
+    }
+}
+
+/// Longest user agent kept with a session.
+const MAX_USER_AGENT: usize = 256;
+
+/// Where a login comes from: the peer's address and its `user-agent`.
+fn origin<T>(request: &Request<T>) -> SessionOrigin {
+    let user_agent = request
+        .metadata()
+        .get("user-agent")
+        .and_then(|v| v.to_str().ok())
+        .map(|ua| ua.chars().take(MAX_USER_AGENT).collect())
+        .unwrap_or_default();
+    SessionOrigin {
+        client_address: request.remote_addr().map(|a| a.ip().to_string()).unwrap_or_default(),
+        user_agent,
+    }
+}
+
+fn unix_timestamp(secs: u64) -> Timestamp {
+    Timestamp { seconds: i64::try_from(secs).unwrap_or(i64::MAX), nanos: 0 }
 }

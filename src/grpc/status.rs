@@ -52,7 +52,8 @@ pub fn to_status(err: AuthError) -> Status {
         AuthError::Unauthenticated | AuthError::InvalidCredentials => {
             (Code::Unauthenticated, err.to_string())
         }
-        AuthError::UserNotFound => (Code::NotFound, err.to_string()),
+        AuthError::UserNotFound | AuthError::SessionNotFound => (Code::NotFound, err.to_string()),
+        AuthError::WrongPassword => (Code::PermissionDenied, err.to_string()),
         AuthError::LoginThrottled { .. } => (Code::ResourceExhausted, err.to_string()),
         AuthError::Actor(CallError::Overloaded(_)) => {
             (Code::ResourceExhausted, "server busy; retry shortly".to_owned())

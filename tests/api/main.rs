@@ -21,3 +21,4 @@ mod ops;
 mod overload;
 mod register;
 mod session;
+mod sessions;

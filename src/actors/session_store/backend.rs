@@ -6,11 +6,14 @@ use std::{cell::RefCell, rc::Rc, time::Duration, time::Instant};
 
 use super::{
     memory::MemorySessions,
-    redis::{CachedLookup, RedisSessionRepository, ResolvedSession, SessionPolicy, UserKey},
+    redis::{
+        CachedLookup, RedisSessionRepository, ResolvedSession, SessionInfo, SessionOrigin,
+        SessionPolicy, UserKey,
+    },
 };
 use crate::{
     actors::PoolSample,
-    domain::{Email, SessionId, User},
+    domain::{Email, SessionId, User, UserId},
     error::{Dependency, DependencyError},
 };
 
@@ -41,12 +44,16 @@ impl SessionBackend {
         }
     }
 
-    pub async fn create_session(&self, user: &User) -> Result<SessionId, DependencyError> {
+    pub async fn create_session(
+        &self,
+        user: &User,
+        origin: &SessionOrigin,
+    ) -> Result<SessionId, DependencyError> {
         match self {
-            Self::Redis(redis) => redis.create_session(user).await,
+            Self::Redis(redis) => redis.create_session(user, origin).await,
             Self::Memory(memory) => memory
                 .borrow_mut()
-                .create_session(user, Instant::now())
+                .create_session(user, origin, Instant::now())
                 .map_err(|e| DependencyError::rejected(Dependency::Memory, "create_session", e)),
         }
     }
@@ -57,7 +64,7 @@ impl SessionBackend {
     ) -> Result<Option<ResolvedSession>, DependencyError> {
         match self {
             Self::Redis(redis) => redis.resolve_session(id).await,
-            Self::Memory(memory) => Ok(memory.borrow().resolve_session(id, Instant::now())),
+            Self::Memory(memory) => Ok(memory.borrow_mut().resolve_session(id, Instant::now())),
         }
     }
 
@@ -89,7 +96,40 @@ impl SessionBackend {
     ) -> Result<CachedLookup, DependencyError> {
         match self {
             Self::Redis(redis) => redis.look_up(session, user).await,
-            Self::Memory(memory) => Ok(memory.borrow().look_up(session, user, Instant::now())),
+            Self::Memory(memory) => Ok(memory.borrow_mut().look_up(session, user, Instant::now())),
+        }
+    }
+
+    pub async fn list_sessions(&self, user: UserId) -> Result<Vec<SessionInfo>, DependencyError> {
+        match self {
+            Self::Redis(redis) => redis.list_sessions(user).await,
+            Self::Memory(memory) => Ok(memory.borrow().list_sessions(user, Instant::now())),
+        }
+    }
+
+    pub async fn end_user_session(
+        &self,
+        user: UserId,
+        handle: &str,
+    ) -> Result<bool, DependencyError> {
+        match self {
+            Self::Redis(redis) => redis.end_user_session(user, handle).await,
+            Self::Memory(memory) => {
+                Ok(memory.borrow_mut().end_user_session(user, handle, Instant::now()))
+            }
+        }
+    }
+
+    pub async fn end_user_sessions(
+        &self,
+        user: UserId,
+        keep: Option<&SessionId>,
+    ) -> Result<u32, DependencyError> {
+        match self {
+            Self::Redis(redis) => redis.end_user_sessions(user, keep).await,
+            Self::Memory(memory) => {
+                Ok(memory.borrow_mut().end_user_sessions(user, keep, Instant::now()))
+            }
         }
     }
 

@@ -14,7 +14,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::redis::{CachedLookup, ResolvedSession, SessionPolicy, UserKey};
+use super::redis::{
+    CachedLookup, ResolvedSession, SEEN_RESOLUTION, SessionInfo, SessionOrigin, SessionPolicy,
+    UserKey,
+};
 use crate::domain::{Email, SessionId, User, UserId};
 
 /// A map whose entries expire, ordered by expiry so both the sweep and the
@@ -109,6 +112,11 @@ struct Session {
     user_id: UserId,
     /// The session's copy of its user, and until when it may be served.
     user: Option<(User, Instant)>,
+    /// Unix seconds.
+    created: u64,
+    /// Unix seconds, to [`SEEN_RESOLUTION`].
+    seen: u64,
+    origin: SessionOrigin,
 }
 
 /// A cached user's lookup key: by id, or by the email's storage key.
@@ -166,12 +174,20 @@ impl MemorySessions {
         }
     }
 
-    pub fn create_session(&mut self, user: &User, now: Instant) -> Result<SessionId, String> {
+    pub fn create_session(
+        &mut self,
+        user: &User,
+        origin: &SessionOrigin,
+        now: Instant,
+    ) -> Result<SessionId, String> {
         let id = SessionId::generate().map_err(|e| format!("rng: {e}"))?;
         let digest = id.storage_key();
         let session = Session {
             user_id: user.id,
             user: Some((user.clone(), now + self.policy.user_cache_ttl)),
+            created: unix_now(),
+            seen: unix_now(),
+            origin: origin.clone(),
         };
         self.by_user.entry(user.id).or_default().insert(digest.clone());
         let evicted = self.sessions.insert(digest, session, now + self.policy.session_ttl);
@@ -179,8 +195,13 @@ impl MemorySessions {
         Ok(id)
     }
 
-    pub fn resolve_session(&self, id: &SessionId, now: Instant) -> Option<ResolvedSession> {
-        let session = self.sessions.get(&id.storage_key(), now)?;
+    /// The session, if live; records its use.
+    pub fn resolve_session(&mut self, id: &SessionId, now: Instant) -> Option<ResolvedSession> {
+        let session = self.sessions.get_mut(&id.storage_key(), now)?;
+        let unix = unix_now();
+        if unix.saturating_sub(session.seen) >= SEEN_RESOLUTION.as_secs() {
+            session.seen = unix;
+        }
         Some(ResolvedSession {
             user_id: session.user_id,
             cached_user: session
@@ -211,7 +232,7 @@ impl MemorySessions {
     }
 
     pub fn look_up(
-        &self,
+        &mut self,
         session: Option<&SessionId>,
         user: &UserKey,
         now: Instant,
@@ -243,6 +264,66 @@ impl MemorySessions {
                 session.user = None;
             }
         }
+    }
+
+    /// The user's live sessions, oldest first.
+    pub fn list_sessions(&self, user: UserId, now: Instant) -> Vec<SessionInfo> {
+        let mut sessions: Vec<SessionInfo> = self
+            .by_user
+            .get(&user)
+            .into_iter()
+            .flatten()
+            .filter_map(|digest| {
+                let session = self.sessions.get(digest, now)?;
+                Some(SessionInfo {
+                    handle: digest.clone(),
+                    created: session.created,
+                    last_seen: session.seen,
+                    origin: session.origin.clone(),
+                })
+            })
+            .collect();
+        sessions.sort_by_key(|s| s.created);
+        sessions
+    }
+
+    /// Ends the user's session named `handle`; `false` if the user has no
+    /// such live session.
+    pub fn end_user_session(&mut self, user: UserId, handle: &str, now: Instant) -> bool {
+        let handle = handle.to_owned();
+        let owned = self.sessions.get(&handle, now).is_some_and(|s| s.user_id == user);
+        if owned && let Some(session) = self.sessions.remove(&handle) {
+            self.unindex([(handle, session)]);
+        }
+        owned
+    }
+
+    /// Ends every session of the user but `keep`; how many live ones ended.
+    pub fn end_user_sessions(
+        &mut self,
+        user: UserId,
+        keep: Option<&SessionId>,
+        now: Instant,
+    ) -> u32 {
+        let kept = keep.map(SessionId::storage_key);
+        let doomed: Vec<String> = self
+            .by_user
+            .get(&user)
+            .into_iter()
+            .flatten()
+            .filter(|digest| Some(digest.as_str()) != kept.as_deref())
+            .cloned()
+            .collect();
+        let mut ended = 0;
+        for digest in doomed {
+            if self.sessions.get(&digest, now).is_some() {
+                ended += 1;
+            }
+            if let Some(session) = self.sessions.remove(&digest) {
+                self.unindex([(digest, session)]);
+            }
+        }
+        ended
     }
 
     /// Takes one attempt from the account's budget, as the Redis backend
@@ -292,6 +373,10 @@ impl MemorySessions {
     }
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
@@ -330,7 +415,7 @@ mod tests {
         let mut m = MemorySessions::new(policy(), 100);
         let now = Instant::now();
         let ada = user("ada@example.com");
-        let id = m.create_session(&ada, now).expect("session");
+        let id = m.create_session(&ada, &SessionOrigin::default(), now).expect("session");
         let fresh = m.resolve_session(&id, now).expect("live");
         assert_eq!(fresh.user_id, ada.id);
         assert_eq!(fresh.cached_user.map(|u| u.id), Some(ada.id));
@@ -343,7 +428,9 @@ mod tests {
     fn deleting_ends_a_session_once() {
         let mut m = MemorySessions::new(policy(), 100);
         let now = Instant::now();
-        let id = m.create_session(&user("a@example.com"), now).expect("session");
+        let id = m
+            .create_session(&user("a@example.com"), &SessionOrigin::default(), now)
+            .expect("session");
         assert!(m.delete_session(&id, now));
         assert!(!m.delete_session(&id, now));
         assert!(m.resolve_session(&id, now).is_none());
@@ -355,7 +442,9 @@ mod tests {
         let mut m = MemorySessions::new(policy(), 100);
         let now = Instant::now();
         let ada = user("ada@example.com");
-        let sessions: Vec<_> = (0..3).map(|_| m.create_session(&ada, now).expect("s")).collect();
+        let sessions: Vec<_> = (0..3)
+            .map(|_| m.create_session(&ada, &SessionOrigin::default(), now).expect("s"))
+            .collect();
         m.cache_user(&ada, now);
         let by_email = UserKey::Email(email("ADA@example.com"));
         assert!(m.look_up(None, &by_email, now).user.is_some(), "cached by canonical email");
@@ -372,9 +461,18 @@ mod tests {
     fn past_the_bound_the_entry_closest_to_expiry_goes_first() {
         let mut m = MemorySessions::new(policy(), 2);
         let now = Instant::now();
-        let first = m.create_session(&user("a@example.com"), now).expect("s");
-        let second = m.create_session(&user("b@example.com"), now + Duration::from_secs(1));
-        let third = m.create_session(&user("c@example.com"), now + Duration::from_secs(2));
+        let first =
+            m.create_session(&user("a@example.com"), &SessionOrigin::default(), now).expect("s");
+        let second = m.create_session(
+            &user("b@example.com"),
+            &SessionOrigin::default(),
+            now + Duration::from_secs(1),
+        );
+        let third = m.create_session(
+            &user("c@example.com"),
+            &SessionOrigin::default(),
+            now + Duration::from_secs(2),
+        );
         assert_eq!(m.usage().sessions, 2);
         assert!(m.resolve_session(&first, now).is_none(), "the oldest was evicted");
         for id in [second, third] {
@@ -384,11 +482,34 @@ mod tests {
     }
 
     #[test]
+    fn a_users_sessions_are_listed_and_ended_by_handle() {
+        let mut m = MemorySessions::new(policy(), 100);
+        let now = Instant::now();
+        let (ada, bob) = (user("ada@example.com"), user("bob@example.com"));
+        let origin = SessionOrigin { client_address: "10.0.0.1".into(), user_agent: "x".into() };
+        let ids: Vec<_> =
+            (0..3).map(|_| m.create_session(&ada, &origin, now).expect("session")).collect();
+        let bobs = m.create_session(&bob, &origin, now).expect("session");
+        let listed = m.list_sessions(ada.id, now);
+        assert_eq!(listed.len(), 3);
+        assert!(listed.iter().all(|s| s.origin == origin));
+        let kept = ids[2].storage_key();
+        let handle = &listed.iter().find(|s| s.handle != kept).expect("another").handle;
+        assert!(!m.end_user_session(bob.id, handle, now), "not bob's");
+        assert!(m.end_user_session(ada.id, handle, now));
+        assert_eq!(m.end_user_sessions(ada.id, Some(&ids[2]), now), 1, "all but the kept one");
+        assert!(m.resolve_session(&ids[2], now).is_some());
+        assert!(m.resolve_session(&bobs, now).is_some(), "other users untouched");
+        assert_eq!(m.end_user_sessions(ada.id, None, now), 1);
+        assert!(m.list_sessions(ada.id, now).is_empty());
+    }
+
+    #[test]
     fn the_sweep_frees_expired_entries() {
         let mut m = MemorySessions::new(policy(), 100);
         let now = Instant::now();
         let ada = user("ada@example.com");
-        m.create_session(&ada, now).expect("s");
+        m.create_session(&ada, &SessionOrigin::default(), now).expect("s");
         m.cache_user(&ada, now);
         m.reserve_login_attempt(&email("ada@example.com"), now);
         m.sweep(now + Duration::from_secs(3600));

@@ -20,7 +20,10 @@ use actix::{
 };
 
 pub use backend::SessionBackend;
-pub use redis::{CachedLookup, RedisSessionRepository, ResolvedSession, SessionPolicy, UserKey};
+pub use redis::{
+    CachedLookup, RedisSessionRepository, ResolvedSession, SessionInfo, SessionOrigin,
+    SessionPolicy, UserKey,
+};
 
 use super::{
     ActorClient, ActorState, ActorStats, RestartPolicy, Traced,
@@ -28,7 +31,7 @@ use super::{
 };
 use crate::{
     config::{ActorSettings, RedisSettings, StorageBackend},
-    domain::{Email, SessionId, User},
+    domain::{Email, SessionId, User, UserId},
     error::{Dependency, DependencyError},
     workers::Workers,
 };
@@ -36,9 +39,37 @@ use crate::{
 pub const NAME: &str = "SessionStore";
 
 /// Opens a session for the user (keeping a copy of the user with it).
-pub struct CreateSession(pub User);
+pub struct CreateSession {
+    pub user: User,
+    pub origin: SessionOrigin,
+}
 impl Message for CreateSession {
     type Result = Result<SessionId, DependencyError>;
+}
+
+/// The user's live sessions.
+pub struct ListUserSessions(pub UserId);
+impl Message for ListUserSessions {
+    type Result = Result<Vec<SessionInfo>, DependencyError>;
+}
+
+/// Ends one of the user's sessions by its handle; `false` if the user has
+/// no such session.
+pub struct EndUserSession {
+    pub user: UserId,
+    pub handle: String,
+}
+impl Message for EndUserSession {
+    type Result = Result<bool, DependencyError>;
+}
+
+/// Ends every session of the user but `keep`; how many.
+pub struct EndUserSessions {
+    pub user: UserId,
+    pub keep: Option<SessionId>,
+}
+impl Message for EndUserSessions {
+    type Result = Result<u32, DependencyError>;
 }
 
 /// The session's user id and, if fresh, its copy of the user.
@@ -264,7 +295,7 @@ impl Handler<Restart> for SessionStore {
     }
 }
 
-/// Each message maps to one repository call; the macro spares nine copies
+/// Each message maps to one repository call; the macro spares a dozen copies
 /// of the same handler shape.
 macro_rules! handle_with_repo {
     ($msg:ty => $result:ty, $operation:literal, |$repo:ident, $inner:pat_param| $call:expr) => {
@@ -280,7 +311,13 @@ macro_rules! handle_with_repo {
 }
 
 handle_with_repo!(CreateSession => SessionId, "create_session",
-    |repo, CreateSession(user)| repo.create_session(&user));
+    |repo, CreateSession { user, origin }| repo.create_session(&user, &origin));
+handle_with_repo!(ListUserSessions => Vec<SessionInfo>, "list_sessions",
+    |repo, ListUserSessions(user)| repo.list_sessions(user));
+handle_with_repo!(EndUserSession => bool, "end_user_session",
+    |repo, EndUserSession { user, handle }| repo.end_user_session(user, &handle));
+handle_with_repo!(EndUserSessions => u32, "end_user_sessions",
+    |repo, EndUserSessions { user, keep }| repo.end_user_sessions(user, keep.as_ref()));
 handle_with_repo!(ResolveSession => Option<ResolvedSession>, "get_session",
     |repo, ResolveSession(id)| repo.resolve_session(&id));
 handle_with_repo!(RefreshSessionUser => (), "refresh_session_user",

@@ -7,8 +7,11 @@
 //! - `session:<digest of id>` — hash, expires with the session:
 //!   `uid` (user id), `created` (unix seconds), and a copy of the user
 //!   (`user`, JSON without password material) valid until `cu` (unix
-//!   seconds, at most `user_cache.ttl_secs` after it was read). GetMe is one
-//!   `HMGET` of this key: one round trip.
+//!   seconds, at most `user_cache.ttl_secs` after it was read); `addr` and
+//!   `ua`, where the login came from; `seen`, its last use (rewritten at
+//!   most once a minute, off the request's path). GetMe is one `HMGET` of
+//!   this key: one round trip. The digest is the session's handle in
+//!   ListSessions and RevokeSession.
 //! - `user_sessions:<uuid>` — sorted set of the user's session digests,
 //!   scored by expiry, so a change to the user reaches every session's copy.
 //! - `user:<uuid>` and `user_email:<digest of canonical email>` — the cached
@@ -151,12 +154,24 @@ pub struct ResolvedSession {
 
 /// Creates a session unless its key exists (a 256-bit collision will not
 /// happen, but a session is never overwritten), with its expiry, atomically.
-/// KEYS[1] session; ARGV uid, user JSON, cached-until, created, ttl.
+/// KEYS[1] session; ARGV uid, user JSON, cached-until, created, ttl, client
+/// address, user agent.
 static CREATE_SESSION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'uid', ARGV[1], 'user', ARGV[2], 'cu', ARGV[3], 'created', ARGV[4])
+redis.call('HSET', KEYS[1], 'uid', ARGV[1], 'user', ARGV[2], 'cu', ARGV[3], 'created', ARGV[4],
+  'seen', ARGV[4], 'addr', ARGV[6], 'ua', ARGV[7])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1",
+    )
+});
+
+/// Records that a session was used, unless it has ended meanwhile.
+/// KEYS[1] session; ARGV now.
+static TOUCH_SESSION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'seen', ARGV[1])
 return 1",
     )
 });
@@ -190,6 +205,29 @@ pub enum UserKey {
     Email(Email),
 }
 
+/// Where a session was opened from, recorded at login.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionOrigin {
+    pub client_address: String,
+    pub user_agent: String,
+}
+
+/// One of a user's sessions, as ListSessions shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The digest the session is stored under: names it without being it.
+    pub handle: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// Unix seconds, to [`SEEN_RESOLUTION`].
+    pub last_seen: u64,
+    pub origin: SessionOrigin,
+}
+
+/// How stale a session's last-seen time may get before a use rewrites it:
+/// at most one write a minute per session, off the request's path.
+pub const SEEN_RESOLUTION: Duration = Duration::from_secs(60);
+
 /// What a lookup found in Redis.
 #[derive(Debug, Clone)]
 pub struct CachedLookup {
@@ -199,18 +237,25 @@ pub struct CachedLookup {
 }
 
 /// `uid`, `user` and `cu` of a session hash.
-type SessionFields = (Option<String>, Option<String>, Option<u64>);
+type SessionFields = (Option<String>, Option<String>, Option<u64>, Option<u64>);
 
 async fn session_fields(
     conn: &mut MultiplexedConnection,
     key: &str,
 ) -> Result<SessionFields, RedisError> {
-    redis::cmd("HMGET").arg(key).arg("uid").arg("user").arg("cu").query_async(conn).await
+    redis::cmd("HMGET")
+        .arg(key)
+        .arg("uid")
+        .arg("user")
+        .arg("cu")
+        .arg("seen")
+        .query_async(conn)
+        .await
 }
 
 /// A session from its fields: none without a user id; the copy of the user
 /// only while fresh.
-fn resolve((uid, user, cached_until): SessionFields) -> Option<ResolvedSession> {
+fn resolve((uid, user, cached_until, _seen): SessionFields) -> Option<ResolvedSession> {
     let user_id = uid.and_then(|u| UserId::parse(&u).ok())?;
     let fresh = cached_until.is_some_and(|until| until > unix_now());
     Some(ResolvedSession {
@@ -301,7 +346,11 @@ impl RedisSessionRepository {
 
     /// Opens a session for `user`, with a copy of the user so the session's
     /// first GetMe needs nothing else.
-    pub async fn create_session(&self, user: &User) -> Result<SessionId, DependencyError> {
+    pub async fn create_session(
+        &self,
+        user: &User,
+        origin: &SessionOrigin,
+    ) -> Result<SessionId, DependencyError> {
         const OP: &str = "create_session";
         let id = SessionId::generate()
             .map_err(|e| DependencyError::rejected(REDIS, OP, format!("rng: {e}")))?;
@@ -333,6 +382,8 @@ impl RedisSessionRepository {
                     .arg(cached_until)
                     .arg(now)
                     .arg(ttl)
+                    .arg(&origin.client_address)
+                    .arg(&origin.user_agent)
                     .invoke_async(conn)
                     .await
             })
@@ -352,7 +403,122 @@ impl RedisSessionRepository {
     ) -> Result<Option<ResolvedSession>, DependencyError> {
         let key = self.session_key(&id.storage_key());
         let fields = self.run("get_session", async |conn| session_fields(conn, &key).await).await?;
+        self.touch_if_stale(key, fields.3);
         Ok(resolve(fields))
+    }
+
+    /// Rewrites a session's last-seen time when it is older than
+    /// [`SEEN_RESOLUTION`], in a task of its own: the caller's answer does
+    /// not wait for it, and a failure only leaves the time stale.
+    fn touch_if_stale(&self, key: String, seen: Option<u64>) {
+        let now = unix_now();
+        if seen.is_none_or(|seen| now.saturating_sub(seen) < SEEN_RESOLUTION.as_secs()) {
+            return;
+        }
+        let repo = self.clone();
+        tokio::task::spawn_local(async move {
+            let touched = repo
+                .run("touch_session", async |conn| {
+                    TOUCH_SESSION.key(&key).arg(now).invoke_async::<()>(conn).await
+                })
+                .await;
+            if let Err(e) = touched {
+                tracing::debug!(error = %e, "could not record a session's last use");
+            }
+        });
+    }
+
+    /// The user's live sessions, oldest first.
+    pub async fn list_sessions(&self, user: UserId) -> Result<Vec<SessionInfo>, DependencyError> {
+        let index = self.user_sessions_key(user);
+        let now = unix_now();
+        let digests: Vec<String> = self
+            .run("list_sessions", async |conn| conn.zrangebyscore(&index, now, "+inf").await)
+            .await?;
+        if digests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for digest in &digests {
+            pipe.cmd("HMGET")
+                .arg(self.session_key(digest))
+                .arg("uid")
+                .arg("created")
+                .arg("seen")
+                .arg("addr")
+                .arg("ua");
+        }
+        type Fields = (Option<String>, Option<u64>, Option<u64>, Option<String>, Option<String>);
+        let rows: Vec<Fields> =
+            self.run("read_sessions", async |conn| pipe.query_async(conn).await).await?;
+        let uid = user.to_string();
+        let mut sessions: Vec<SessionInfo> = digests
+            .into_iter()
+            .zip(rows)
+            // Ended sessions whose index entry is not pruned yet.
+            .filter(|(_, (owner, ..))| owner.as_deref() == Some(uid.as_str()))
+            .map(|(handle, (_, created, seen, addr, ua))| SessionInfo {
+                handle,
+                created: created.unwrap_or(0),
+                last_seen: seen.or(created).unwrap_or(0),
+                origin: SessionOrigin {
+                    client_address: addr.unwrap_or_default(),
+                    user_agent: ua.unwrap_or_default(),
+                },
+            })
+            .collect();
+        sessions.sort_by_key(|s| s.created);
+        Ok(sessions)
+    }
+
+    /// Ends the user's session named `handle`; `false` if the user has no
+    /// such session (another user's handle included).
+    pub async fn end_user_session(
+        &self,
+        user: UserId,
+        handle: &str,
+    ) -> Result<bool, DependencyError> {
+        let index = self.user_sessions_key(user);
+        let listed: Option<f64> =
+            self.run("find_user_session", async |conn| conn.zscore(&index, handle).await).await?;
+        if listed.is_none() {
+            return Ok(false);
+        }
+        let key = self.session_key(handle);
+        let ended: Option<String> = self
+            .run("delete_session", async |conn| END_SESSION.key(&key).invoke_async(conn).await)
+            .await?;
+        self.run("unindex_session", async |conn| conn.zrem::<_, _, ()>(&index, handle).await)
+            .await?;
+        Ok(ended.as_deref() == Some(user.to_string().as_str()))
+    }
+
+    /// Ends every session of the user but `keep`; how many it ended.
+    pub async fn end_user_sessions(
+        &self,
+        user: UserId,
+        keep: Option<&SessionId>,
+    ) -> Result<u32, DependencyError> {
+        let index = self.user_sessions_key(user);
+        let kept = keep.map(SessionId::storage_key);
+        let digests: Vec<String> =
+            self.run("list_sessions", async |conn| conn.zrange(&index, 0, -1).await).await?;
+        let doomed: Vec<&String> =
+            digests.iter().filter(|d| Some(d.as_str()) != kept.as_deref()).collect();
+        if doomed.is_empty() {
+            return Ok(0);
+        }
+        // One key per command (Cluster-safe), all in one round trip.
+        let mut pipe = redis::pipe();
+        for digest in &doomed {
+            pipe.del(self.session_key(digest));
+        }
+        for digest in &doomed {
+            pipe.zrem(&index, *digest).ignore();
+        }
+        let deleted: Vec<u32> =
+            self.run("end_user_sessions", async |conn| pipe.query_async(conn).await).await?;
+        Ok(deleted.iter().sum())
     }
 
     /// Stores a fresh copy of the user in the session, if it still exists.
