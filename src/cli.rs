@@ -55,6 +55,29 @@ pub enum AdminCommand {
     /// AUTH_ADMIN_PASSWORD environment variable or, if unset, from the first
     /// line of standard input; never from an argument.
     Create(AdminCreateArgs),
+    /// End every session of an account and drop its cached copies at once
+    /// (external storage; an embedded service holds its sessions itself).
+    Revoke(AccountArgs),
+    /// Disable an account: it can no longer log in, lookups do not find
+    /// it, and its sessions end at once (as with `revoke`).
+    Disable(AccountArgs),
+    /// Enable a disabled account again.
+    Enable(AccountArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AccountArgs {
+    /// Email of the account.
+    #[arg(long)]
+    pub email: String,
+}
+
+/// What `admin` does to an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountAction {
+    Revoke,
+    Disable,
+    Enable,
 }
 
 #[derive(Debug, Args)]
@@ -118,23 +141,7 @@ pub fn ensure_admin(
     let email =
         Email::parse(&args.email, "email").map_err(|e| CliError::Input(format!("--{e}")))?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let users = match settings.storage.backend {
-        StorageBackend::External => {
-            migrate(settings)?;
-            // The pool spawns its reaper on the runtime.
-            let _entered = runtime.enter();
-            UserRepository::Postgres(PgUserRepository::new(
-                &settings.postgres,
-                1,
-                unexported_timings(),
-            ))
-        }
-        StorageBackend::Embedded => {
-            let repo = SqliteUserRepository::open(&settings.storage, unexported_timings())?;
-            repo.migrate()?;
-            UserRepository::Sqlite(repo)
-        }
-    };
+    let users = users(settings, &runtime)?;
     runtime.block_on(async {
         if let Some(user) = users.promote_to_admin(&email).await? {
             forget_cached(settings, &user).await;
@@ -174,6 +181,83 @@ pub fn ensure_admin(
                 None => Err(CliError::Input("account vanished while promoting; retry".into())),
             },
             Err(CreateUserError::Dependency(e)) => Err(e.into()),
+        }
+    })
+}
+
+/// `auth-service admin revoke|disable|enable --email`. Blocking: call it
+/// outside any async runtime.
+pub fn admin_account(
+    settings: &Settings,
+    action: AccountAction,
+    args: &AccountArgs,
+) -> Result<String, CliError> {
+    let email =
+        Email::parse(&args.email, "email").map_err(|e| CliError::Input(format!("--{e}")))?;
+    let embedded = settings.storage.backend == StorageBackend::Embedded;
+    if embedded && action == AccountAction::Revoke {
+        return Err(CliError::Input(
+            "embedded storage keeps sessions inside the running service; restart it to end them all"
+                .into(),
+        ));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let users = users(settings, &runtime)?;
+    runtime.block_on(async {
+        let user = users
+            .find_account_by_email(&email)
+            .await?
+            .ok_or_else(|| CliError::Input(format!("no account with email {}", email.as_str())))?;
+        match action {
+            AccountAction::Enable => {
+                users.set_disabled(user.id, false).await?;
+                return Ok(format!("enabled account {}", user.id));
+            }
+            AccountAction::Disable => users.set_disabled(user.id, true).await?,
+            AccountAction::Revoke => {}
+        }
+        let ended = if embedded { None } else { Some(end_sessions(settings, &user).await?) };
+        let verb = if action == AccountAction::Disable { "disabled" } else { "revoked" };
+        Ok(match ended {
+            Some(ended) => format!("{verb} account {}: {ended} session(s) ended", user.id),
+            None => format!(
+                "{verb} account {}: it cannot log in; sessions it holds in a running embedded \
+                 service last until their copy of the account is user_cache.ttl_secs old",
+                user.id
+            ),
+        })
+    })
+}
+
+/// Ends every session of `user` and drops every cached copy of it.
+async fn end_sessions(settings: &Settings, user: &User) -> Result<u32, CliError> {
+    let policy = SessionPolicy::from_settings(settings);
+    let sessions = RedisSessionRepository::new(&settings.redis, 1, policy, unexported_timings())?;
+    let ended = sessions.end_user_sessions(user.id, None).await?;
+    sessions.invalidate_user(user).await?;
+    Ok(ended)
+}
+
+/// The user store the settings name, migrated; its pool lives on `runtime`.
+fn users(
+    settings: &Settings,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<UserRepository, CliError> {
+    Ok(match settings.storage.backend {
+        StorageBackend::External => {
+            // Before entering the runtime: the migration runs its own.
+            migrate(settings)?;
+            let _entered = runtime.enter();
+            UserRepository::Postgres(PgUserRepository::new(
+                &settings.postgres,
+                1,
+                unexported_timings(),
+            ))
+        }
+        StorageBackend::Embedded => {
+            let repo = SqliteUserRepository::open(&settings.storage, unexported_timings())?;
+            repo.migrate()?;
+            UserRepository::Sqlite(repo)
         }
     })
 }

@@ -25,6 +25,15 @@ fn main() -> ExitCode {
         Command::Serve => serve(settings),
         Command::Migrate => report(cli::migrate(&settings)),
         Command::Admin(AdminCommand::Create(args)) => report(cli::admin_create(&settings, args)),
+        Command::Admin(AdminCommand::Revoke(args)) => {
+            report(cli::admin_account(&settings, cli::AccountAction::Revoke, &args))
+        }
+        Command::Admin(AdminCommand::Disable(args)) => {
+            report(cli::admin_account(&settings, cli::AccountAction::Disable, &args))
+        }
+        Command::Admin(AdminCommand::Enable(args)) => {
+            report(cli::admin_account(&settings, cli::AccountAction::Enable, &args))
+        }
         Command::Healthcheck => report(cli::healthcheck(&settings)),
     }
 }

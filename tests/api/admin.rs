@@ -1,9 +1,12 @@
-use auth_service::cli::{AdminCreateArgs, ensure_admin};
+use auth_service::{
+    cli::{AccountAction, AccountArgs, AdminCreateArgs, CliError, admin_account, ensure_admin},
+    grpc::proto::{FindByEmailRequest, FindByIdRequest, GetMeRequest},
+};
 use tonic::Code;
 
 use crate::helpers::{
-    Backend, PASSWORD, TestApp, backend_tests, blocking, login, register, registration,
-    unique_email, with_session,
+    Backend, PASSWORD, TestApp, backend_tests, blocking, credentials, login, register,
+    registration, unique_email, with_session,
 };
 
 fn make_admin(app: &TestApp, email: &str, password: Option<&str>) -> String {
@@ -72,4 +75,79 @@ async fn the_cli_promotes_an_existing_account_and_the_change_shows_at_once() {
     assert_eq!(status.code(), Code::Unauthenticated);
 }
 
-backend_tests!(the_cli_creates_an_admin_who_can_create_admins,);
+/// `auth-service admin <action> --email`, as the CLI runs it.
+fn account_command(app: &TestApp, action: AccountAction, email: &str) -> Result<String, CliError> {
+    let settings = app.settings.clone();
+    let args = AccountArgs { email: email.to_owned() };
+    blocking(move || admin_account(&settings, action, &args))
+}
+
+async fn a_disabled_account_cannot_log_in_and_is_not_found(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut client = app.client();
+    let email = unique_email();
+    let user = register(&mut client, &email, PASSWORD).await;
+    let (_, watcher) = crate::helpers::signed_in(&mut client).await;
+
+    let out = account_command(&app, AccountAction::Disable, &email).expect("disable");
+    assert!(out.contains("disabled"), "{out}");
+    let status = client.login(credentials(&email, PASSWORD)).await.expect_err("disabled");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let by_email = FindByEmailRequest { email: email.clone() };
+    let status = client.find_by_email(with_session(by_email, &watcher)).await.expect_err("hidden");
+    assert_eq!(status.code(), Code::NotFound);
+    let by_id = FindByIdRequest { uuid: user.uuid.clone() };
+    let status = client.find_by_id(with_session(by_id, &watcher)).await.expect_err("hidden");
+    assert_eq!(status.code(), Code::NotFound);
+
+    let out = account_command(&app, AccountAction::Enable, &email).expect("enable");
+    assert!(out.contains("enabled"), "{out}");
+    login(&mut client, &email, PASSWORD).await;
+    let unknown = account_command(&app, AccountAction::Disable, &unique_email());
+    assert!(unknown.expect_err("no such account").to_string().contains("no account"));
+}
+
+backend_tests!(
+    a_disabled_account_cannot_log_in_and_is_not_found,
+    the_cli_creates_an_admin_who_can_create_admins,
+);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoking_or_disabling_ends_every_session_and_cached_copy_at_once() {
+    let app = TestApp::spawn(Backend::External).await;
+    let mut client = app.client();
+    let email = unique_email();
+    register(&mut client, &email, PASSWORD).await;
+    let first = login(&mut client, &email, PASSWORD).await.1;
+    let second = login(&mut client, &email, PASSWORD).await.1;
+    // Warm every cached copy: the sessions' and the lookup cache's.
+    let (_, watcher) = crate::helpers::signed_in(&mut client).await;
+    let lookup = || FindByEmailRequest { email: email.clone() };
+    client.find_by_email(with_session(lookup(), &watcher)).await.expect("cached");
+
+    let out = account_command(&app, AccountAction::Revoke, &email).expect("revoke");
+    assert!(out.contains("2 session(s) ended"), "{out}");
+    for session in [&first, &second] {
+        let status =
+            client.get_me(with_session(GetMeRequest {}, session)).await.expect_err("ended");
+        assert_eq!(status.code(), Code::Unauthenticated);
+    }
+    let third = login(&mut client, &email, PASSWORD).await.1;
+
+    let out = account_command(&app, AccountAction::Disable, &email).expect("disable");
+    assert!(out.contains("1 session(s) ended"), "{out}");
+    let status = client.get_me(with_session(GetMeRequest {}, &third)).await.expect_err("ended");
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let status = client.find_by_email(with_session(lookup(), &watcher)).await.expect_err("gone");
+    assert_eq!(status.code(), Code::NotFound, "the cached copy was dropped at once");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn embedded_revoke_says_why_it_cannot() {
+    let app = TestApp::spawn(Backend::Embedded).await;
+    let mut client = app.client();
+    let email = unique_email();
+    register(&mut client, &email, PASSWORD).await;
+    let refused = account_command(&app, AccountAction::Revoke, &email).expect_err("embedded");
+    assert!(refused.to_string().contains("restart"), "{refused}");
+}

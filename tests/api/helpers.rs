@@ -408,6 +408,11 @@ pub async fn register(client: &mut Client, email: &str, password: &str) -> User 
         .expect("user in response")
 }
 
+/// A LoginRequest.
+pub fn credentials(email: &str, password: &str) -> LoginRequest {
+    LoginRequest { email: email.to_owned(), password: password.to_owned() }
+}
+
 /// Logs in; returns (user, session id).
 pub async fn login(client: &mut Client, email: &str, password: &str) -> (User, String) {
     let response = client

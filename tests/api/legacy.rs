@@ -162,10 +162,14 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
     for run in runs {
         applied += run.join().expect("thread").expect("migrates").len();
     }
-    assert_eq!(applied, 2, "each migration applied exactly once across replicas");
+    let migrations = auth_service::actors::user_store::migrate::MIGRATIONS;
+    let expected = diesel::migration::MigrationSource::<diesel::pg::Pg>::migrations(&migrations)
+        .expect("embedded migrations")
+        .len();
+    assert_eq!(applied, expected, "each migration applied exactly once across replicas");
     assert_eq!(
         query(&database, "SELECT count(*)::text AS value FROM __diesel_schema_migrations"),
-        ["2"]
+        [expected.to_string()]
     );
     crate::helpers::drop_database(&database);
 }

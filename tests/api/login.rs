@@ -1,13 +1,10 @@
 use std::time::{Duration, Instant};
 
-use auth_service::grpc::proto::LoginRequest;
 use tonic::Code;
 
-use crate::helpers::{Backend, PASSWORD, TestApp, backend_tests, login, register, unique_email};
-
-fn credentials(email: &str, password: &str) -> LoginRequest {
-    LoginRequest { email: email.to_owned(), password: password.to_owned() }
-}
+use crate::helpers::{
+    Backend, PASSWORD, TestApp, backend_tests, credentials, login, register, unique_email,
+};
 
 async fn login_returns_the_user_and_a_strong_session_id(backend: Backend) {
     let app = TestApp::spawn(backend).await;

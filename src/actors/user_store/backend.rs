@@ -63,6 +63,17 @@ impl UserRepository {
         dispatch!(self.replace_password_hash(id, old, new))
     }
 
+    pub async fn find_account_by_email(
+        &self,
+        email: &Email,
+    ) -> Result<Option<User>, DependencyError> {
+        dispatch!(self.find_account_by_email(email))
+    }
+
+    pub async fn set_disabled(&self, id: UserId, disabled: bool) -> Result<(), DependencyError> {
+        dispatch!(self.set_disabled(id, disabled))
+    }
+
     pub async fn promote_to_admin(&self, email: &Email) -> Result<Option<User>, DependencyError> {
         dispatch!(self.promote_to_admin(email))
     }

@@ -15,6 +15,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use diesel::{
     deserialize::{self, FromSql, FromSqlRow},
+    dsl::{exists, not},
     expression::AsExpression,
     pg::{Pg, PgValue},
     prelude::*,
@@ -30,7 +31,7 @@ use uuid::Uuid;
 
 use super::{
     CreateUserError, is_rejection,
-    schema::{RoleType, users},
+    schema::{RoleType, user_blocks, users},
     timed_statement,
 };
 use crate::{
@@ -236,6 +237,9 @@ impl PgUserRepository {
         self.run("select_user_by_id", async |conn| {
             users::table
                 .find(id.as_uuid())
+                .filter(not(exists(
+                    user_blocks::table.filter(user_blocks::user_id.eq(users::user_id)),
+                )))
                 .select(UserRow::as_select())
                 .first(conn)
                 .await
@@ -246,22 +250,66 @@ impl PgUserRepository {
         .map_err(|f| f.classify("select_user_by_id"))
     }
 
-    /// Case-insensitive, served by the `lower(email)` unique index.
+    /// An active (not disabled) account by email, case-insensitively.
     pub async fn find_credentials_by_email(
         &self,
         email: &Email,
     ) -> Result<Option<UserCredentials>, DependencyError> {
-        self.run("select_user_by_email", async |conn| {
-            users::table
+        self.select_by_email("select_user_by_email", email, true).await
+    }
+
+    /// Any account by email, disabled or not (the admin CLI).
+    pub async fn find_account_by_email(
+        &self,
+        email: &Email,
+    ) -> Result<Option<User>, DependencyError> {
+        let found = self.select_by_email("select_account_by_email", email, false).await?;
+        Ok(found.map(|c| c.user))
+    }
+
+    /// By email, served by the `lower(email)` unique index; only if not
+    /// disabled when `active_only`.
+    async fn select_by_email(
+        &self,
+        operation: &'static str,
+        email: &Email,
+        active_only: bool,
+    ) -> Result<Option<UserCredentials>, DependencyError> {
+        self.run(operation, async |conn| {
+            let mut query = users::table
                 .filter(lower_text(users::email).eq(email.as_str()))
                 .select(UserRow::as_select())
-                .first(conn)
-                .await
-                .optional()
+                .into_boxed();
+            if active_only {
+                query = query.filter(not(exists(
+                    user_blocks::table.filter(user_blocks::user_id.eq(users::user_id)),
+                )));
+            }
+            query.first(conn).await.optional()
         })
         .await
         .map(|row| row.map(UserRow::into_credentials))
-        .map_err(|f| f.classify("select_user_by_email"))
+        .map_err(|f| f.classify(operation))
+    }
+
+    /// Disables (or enables again) an account: a disabled one cannot log in
+    /// and is not found by lookups.
+    pub async fn set_disabled(&self, id: UserId, disabled: bool) -> Result<(), DependencyError> {
+        const OP: &str = "set_disabled";
+        self.run(OP, async |conn| {
+            if disabled {
+                diesel::insert_into(user_blocks::table)
+                    .values(user_blocks::user_id.eq(id.as_uuid()))
+                    .on_conflict_do_nothing()
+                    .execute(conn)
+                    .await
+            } else {
+                diesel::delete(user_blocks::table.find(id.as_uuid())).execute(conn).await
+            }
+        })
+        .await
+        .map(drop)
+        .map_err(|f| f.classify(OP))
     }
 
     /// Replaces a password hash only if it is still `old`, so a rehash racing

@@ -26,3 +26,14 @@ diesel::table! {
         updated_at -> Timestamptz,
     }
 }
+
+diesel::table! {
+    /// Disabled accounts (`auth-service admin disable`).
+    user_blocks (user_id) {
+        user_id -> Uuid,
+        disabled_at -> Timestamptz,
+    }
+}
+
+diesel::joinable!(user_blocks -> users (user_id));
+diesel::allow_tables_to_appear_in_same_query!(users, user_blocks);

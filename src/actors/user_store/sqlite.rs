@@ -17,6 +17,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use diesel::{
     Connection as _, ConnectionError,
+    dsl::{exists, not},
     prelude::*,
     result::{DatabaseErrorKind, Error as DieselError},
     sqlite::{Sqlite, SqliteConnection},
@@ -68,9 +69,19 @@ mod schema {
             updated_at -> TimestamptzSqlite,
         }
     }
+
+    diesel::table! {
+        user_blocks (user_id) {
+            user_id -> Text,
+            disabled_at -> Text,
+        }
+    }
+
+    diesel::joinable!(user_blocks -> users (user_id));
+    diesel::allow_tables_to_appear_in_same_query!(users, user_blocks);
 }
 
-use schema::users;
+use schema::{user_blocks, users};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -296,22 +307,11 @@ impl SqliteUserRepository {
         let id = id.as_uuid().hyphenated().to_string();
         let row = self
             .run(OP, Access::Read, async |conn| {
-                users::table.find(&id).select(UserRow::as_select()).first(conn).await.optional()
-            })
-            .await
-            .map_err(|f| f.classify(OP))?;
-        row.map(|r| r.into_credentials(OP).map(|c| c.user)).transpose()
-    }
-
-    pub async fn find_credentials_by_email(
-        &self,
-        email: &Email,
-    ) -> Result<Option<UserCredentials>, DependencyError> {
-        const OP: &str = "select_user_by_email";
-        let row = self
-            .run(OP, Access::Read, async |conn| {
                 users::table
-                    .filter(lower_text(users::email).eq(email.as_str()))
+                    .find(&id)
+                    .filter(not(exists(
+                        user_blocks::table.filter(user_blocks::user_id.eq(users::user_id)),
+                    )))
                     .select(UserRow::as_select())
                     .first(conn)
                     .await
@@ -319,7 +319,70 @@ impl SqliteUserRepository {
             })
             .await
             .map_err(|f| f.classify(OP))?;
-        row.map(|r| r.into_credentials(OP)).transpose()
+        row.map(|r| r.into_credentials(OP).map(|c| c.user)).transpose()
+    }
+
+    /// An active (not disabled) account by email, case-insensitively.
+    pub async fn find_credentials_by_email(
+        &self,
+        email: &Email,
+    ) -> Result<Option<UserCredentials>, DependencyError> {
+        self.select_by_email("select_user_by_email", email, true).await
+    }
+
+    /// Any account by email, disabled or not (the admin CLI).
+    pub async fn find_account_by_email(
+        &self,
+        email: &Email,
+    ) -> Result<Option<User>, DependencyError> {
+        let found = self.select_by_email("select_account_by_email", email, false).await?;
+        Ok(found.map(|c| c.user))
+    }
+
+    /// By email, case-insensitively; only if not disabled when
+    /// `active_only`.
+    async fn select_by_email(
+        &self,
+        operation: &'static str,
+        email: &Email,
+        active_only: bool,
+    ) -> Result<Option<UserCredentials>, DependencyError> {
+        let row = self
+            .run(operation, Access::Read, async |conn| {
+                let mut query = users::table
+                    .filter(lower_text(users::email).eq(email.as_str()))
+                    .select(UserRow::as_select())
+                    .into_boxed();
+                if active_only {
+                    query = query.filter(not(exists(
+                        user_blocks::table.filter(user_blocks::user_id.eq(users::user_id)),
+                    )));
+                }
+                query.first(conn).await.optional()
+            })
+            .await
+            .map_err(|f| f.classify(operation))?;
+        row.map(|r| r.into_credentials(operation)).transpose()
+    }
+
+    /// Disables (or enables again) an account, as in Postgres.
+    pub async fn set_disabled(&self, id: UserId, disabled: bool) -> Result<(), DependencyError> {
+        const OP: &str = "set_disabled";
+        let id = id.as_uuid().hyphenated().to_string();
+        self.run(OP, Access::Write, async |conn| {
+            if disabled {
+                diesel::insert_into(user_blocks::table)
+                    .values(user_blocks::user_id.eq(&id))
+                    .on_conflict_do_nothing()
+                    .execute(conn)
+                    .await
+            } else {
+                diesel::delete(user_blocks::table.find(&id)).execute(conn).await
+            }
+        })
+        .await
+        .map(drop)
+        .map_err(|f| f.classify(OP))
     }
 
     /// Compare-and-set, as in Postgres: only if the hash is still `old`.
