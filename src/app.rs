@@ -192,8 +192,9 @@ impl Application {
         let health_service = health_service.max_decoding_message_size(max_request);
         let reflection_v1 = reflection_v1.max_decoding_message_size(max_request);
         let reflection_v1alpha = reflection_v1alpha.max_decoding_message_size(max_request);
-        let user_service = UserServiceServer::new(UserServiceImpl::new(auth))
-            .max_decoding_message_size(max_request);
+        let user_service =
+            UserServiceServer::new(UserServiceImpl::new(auth, settings.net.trusted()))
+                .max_decoding_message_size(max_request);
         let trace_sampler = Sampler::from_settings(&settings.tracing);
         let (shutdown, shutdown_signal) = watch::channel(false);
         let (done, servers_done) = mpsc::unbounded_channel();

@@ -31,6 +31,7 @@ pub enum SettingsError {
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub storage: StorageSettings,
+    pub net: NetSettings,
     pub grpc: GrpcSettings,
     pub http: HttpSettings,
     pub postgres: PostgresSettings,
@@ -116,6 +117,20 @@ pub struct GrpcSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct NetSettings {
+    /// Proxies (CIDRs) whose `x-forwarded-for` names the client.
+    pub trusted_proxies: Vec<String>,
+}
+
+impl NetSettings {
+    /// The trusted proxies, parsed (validated at load).
+    pub fn trusted(&self) -> Vec<crate::net::Cidr> {
+        self.trusted_proxies.iter().filter_map(|c| c.parse().ok()).collect()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     pub addr: SocketAddr,
 }
@@ -187,8 +202,15 @@ pub struct Argon2Settings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoginSettings {
+    /// Failures per (account, client address) in the window.
     pub max_failures: u32,
     pub window_secs: u64,
+    /// Failures per client address across accounts in the window.
+    pub max_failures_per_address: u32,
+    /// Failures per account across addresses before attempts are delayed.
+    pub account_delay_after: u32,
+    pub account_delay_step_ms: u64,
+    pub account_delay_max_ms: u64,
     /// Least time a failed login takes; 0 = no floor.
     pub failure_floor_ms: u64,
 }
@@ -261,7 +283,10 @@ impl Settings {
                 Environment::with_prefix("AUTH")
                     .prefix_separator("__")
                     .separator("__")
-                    .try_parsing(true),
+                    .try_parsing(true)
+                    // AUTH__NET__TRUSTED_PROXIES=10.0.0.0/8,192.168.1.7
+                    .list_separator(",")
+                    .with_list_parse_key("net.trusted_proxies"),
             )
             .build()?;
         Self::from_config(config)
@@ -314,6 +339,13 @@ impl Settings {
         positive("user_cache.ttl_secs", self.user_cache.ttl_secs)?;
         positive("login.max_failures", self.login.max_failures.into())?;
         positive("login.window_secs", self.login.window_secs)?;
+        positive("login.max_failures_per_address", self.login.max_failures_per_address.into())?;
+        for proxy in &self.net.trusted_proxies {
+            proxy.parse::<crate::net::Cidr>().map_err(|e| SettingsError::Invalid {
+                key: "net.trusted_proxies",
+                reason: format!("{proxy:?}: {e}"),
+            })?;
+        }
         positive("argon2.queue_capacity", self.argon2.queue_capacity as u64)?;
         positive("actors.mailbox_capacity", self.actors.mailbox_capacity as u64)?;
         positive("actors.failure_threshold", self.actors.failure_threshold.into())?;
@@ -489,6 +521,14 @@ mod tests {
         assert!(load("argon2.iterations", "0").contains("argon2"));
         assert!(load("tracing.sample_ratio", "1.5").contains("tracing.sample_ratio"));
         assert!(load("storage.backend", "etcd").contains("storage.backend"));
+        let config = Config::builder()
+            .add_source(File::from_str(EMBEDDED_DEFAULTS, FileFormat::Toml))
+            .set_override("net.trusted_proxies", vec!["10.0.0.0/33"])
+            .expect("override")
+            .build()
+            .expect("build");
+        let err = Settings::from_config(config).expect_err("bad cidr").to_string();
+        assert!(err.contains("net.trusted_proxies"), "{err}");
         assert!(load("storage.data_dir", " ").contains("storage.data_dir"));
     }
 

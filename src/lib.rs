@@ -9,6 +9,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod grpc;
+pub mod net;
 pub mod ops;
 pub mod service;
 pub mod telemetry;

@@ -4,6 +4,11 @@
 
 use std::time::Duration;
 
+/// How long a login waits for attempts in flight on its (account, address)
+/// pair before it is refused, and how often it looks again.
+const THROTTLE_WAIT: Duration = Duration::from_secs(5);
+const THROTTLE_POLL: Duration = Duration::from_millis(20);
+
 use crate::{
     actors::{
         ActorClient,
@@ -11,17 +16,20 @@ use crate::{
             self, HashError, HashPassword, PasswordHasher, Scheme, Verification, VerifyPassword,
         },
         session_store::{
-            CacheUser, ClearLoginAttempts, CreateSession, DeleteSession, EndUserSession,
-            EndUserSessions, InvalidateUser, ListUserSessions, LookUpCachedUser,
-            RefreshSessionUser, ReserveLoginAttempt, ResolveSession, SessionInfo, SessionOrigin,
-            SessionStore, UserKey,
+            CacheUser, CreateSession, DeleteSession, EndUserSession, EndUserSessions,
+            FinishLoginAttempt, Gate, InvalidateUser, ListUserSessions, LoginKey, LookUpCachedUser,
+            Outcome, RefreshSessionUser, ReserveLoginAttempt, ResolveSession, SessionInfo,
+            SessionOrigin, SessionStore, UserKey,
         },
         user_store::{
             CreateUser, CreateUserError, FindCredentials, FindUserByEmail, FindUserById,
             ReplacePasswordHash, UserStore,
         },
     },
-    domain::{Avatar, Email, NewUser, Password, PersonName, Role, SessionId, User, UserId},
+    domain::{
+        Avatar, Email, NewUser, Password, PersonName, Role, SessionId, User, UserCredentials,
+        UserId,
+    },
     error::{AuthError, CallError},
     telemetry::metrics::Metrics,
 };
@@ -153,28 +161,11 @@ impl AuthService {
         let email = Email::parse(email, "email")?;
         let password = Password::parse_existing(password)?;
 
-        // Counted before the verify, so parallel guesses share one budget.
-        if let Some(retry_after) = self.sessions.call(ReserveLoginAttempt(email.clone())).await?? {
-            self.count_login("throttled");
-            return Err(AuthError::LoginThrottled { retry_after });
-        }
-
-        let credentials = self.users.call(FindCredentials(email.clone())).await??;
-        let stored = credentials.as_ref().map(|c| c.password_hash.clone());
-        let verification =
-            match self.hasher.call(VerifyPassword { password: password.clone(), stored }).await? {
-                Ok(verification) => verification,
-                // A stored hash nothing can verify is an operator's problem,
-                // not the caller's: log it, answer like a wrong password.
-                Err(e @ (HashError::UnknownFormat | HashError::Malformed(_))) => {
-                    let user_id = credentials.as_ref().map(|c| c.user.id.to_string());
-                    tracing::error!(error = %e, user_id, "unusable stored password hash");
-                    Verification { matches: false, needs_rehash: false, scheme: Scheme::Argon2id }
-                }
-                Err(other) => return Err(other.into()),
-            };
-
-        let (Some(credentials), true) = (credentials, verification.matches) else {
+        let key = LoginKey { email: email.clone(), address: origin.client_address.clone() };
+        self.pass_throttle(&key).await?;
+        let checked = self.check_password(&email, password.clone()).await;
+        self.settle_throttle(key, &checked).await;
+        let Some((credentials, verification)) = checked? else {
             self.count_login("bad_credentials");
             // Every failure takes at least the floor, so an unknown email,
             // a wrong password and an account whose hash verifies at another
@@ -189,13 +180,75 @@ impl AuthService {
         // usually GetMe.
         let session = self.sessions.call(CreateSession { user: user.clone(), origin }).await??;
         self.count_login("ok");
-        if let Err(e) = flatten(self.sessions.call(ClearLoginAttempts(email)).await) {
-            tracing::warn!(error = %e, "could not reset the login-attempt counter");
-        }
         if verification.needs_rehash {
             self.upgrade_hash(&user, credentials.password_hash, password).await;
         }
         Ok((user, session))
+    }
+
+    /// Waits until the login throttle lets this attempt check a password
+    /// (its progressive delay included), or refuses it.
+    async fn pass_throttle(&self, key: &LoginKey) -> Result<(), AuthError> {
+        let deadline = tokio::time::Instant::now() + THROTTLE_WAIT;
+        loop {
+            match self.sessions.call(ReserveLoginAttempt(key.clone())).await?? {
+                Gate::Pass { delay } => {
+                    tokio::time::sleep(delay).await;
+                    return Ok(());
+                }
+                Gate::Refuse { retry_after } => {
+                    self.count_login("throttled");
+                    return Err(AuthError::LoginThrottled { retry_after });
+                }
+                // Attempts being checked hold the pair's budget; theirs
+                // decides ours.
+                Gate::Wait if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(THROTTLE_POLL).await;
+                }
+                Gate::Wait => {
+                    self.count_login("throttled");
+                    return Err(AuthError::LoginThrottled { retry_after: Duration::from_secs(1) });
+                }
+            }
+        }
+    }
+
+    /// Settles a reserved attempt with how its password check went. Best
+    /// effort: a lost update only leaves the reservation to expire with the
+    /// window.
+    async fn settle_throttle<T>(&self, key: LoginKey, checked: &Result<Option<T>, AuthError>) {
+        let outcome = match checked {
+            Ok(Some(_)) => Outcome::Succeeded,
+            Ok(None) => Outcome::Failed,
+            Err(_) => Outcome::Abandoned,
+        };
+        if let Err(e) = flatten(self.sessions.call(FinishLoginAttempt { key, outcome }).await) {
+            tracing::warn!(error = %e, "could not settle a login attempt with the throttle");
+        }
+    }
+
+    /// The account's credentials and how they verified, if `password` is
+    /// its password; `None` for an unknown email or a wrong password (one
+    /// verify either way).
+    async fn check_password(
+        &self,
+        email: &Email,
+        password: Password,
+    ) -> Result<Option<(UserCredentials, Verification)>, AuthError> {
+        let credentials = self.users.call(FindCredentials(email.clone())).await??;
+        let stored = credentials.as_ref().map(|c| c.password_hash.clone());
+        let verification = match self.hasher.call(VerifyPassword { password, stored }).await? {
+            Ok(verification) => verification,
+            // A stored hash nothing can verify is an operator's problem,
+            // not the caller's: log it, answer like a wrong password.
+            Err(e @ (HashError::UnknownFormat | HashError::Malformed(_))) => {
+                let user_id = credentials.as_ref().map(|c| c.user.id.to_string());
+                tracing::error!(error = %e, user_id, "unusable stored password hash");
+                Verification { matches: false, needs_rehash: false, scheme: Scheme::Argon2id }
+            }
+            Err(other) => return Err(other.into()),
+        };
+        Ok(credentials.filter(|_| verification.matches).map(|c| (c, verification)))
     }
 
     /// Re-hashes a legacy (bcrypt) or outdated-cost hash with the current
@@ -261,6 +314,7 @@ impl AuthService {
     pub async fn change_password(
         &self,
         session: Option<&str>,
+        address: &str,
         old: String,
         new: String,
     ) -> Result<u32, AuthError> {
@@ -269,19 +323,14 @@ impl AuthService {
         let new = Password::parse_new(new)?;
         let email = Email::parse(&user.email, "email")
             .map_err(|e| AuthError::internal("stored email", e))?;
-        if let Some(retry_after) = self.sessions.call(ReserveLoginAttempt(email.clone())).await?? {
-            return Err(AuthError::LoginThrottled { retry_after });
-        }
-        let credentials = self
-            .users
-            .call(FindCredentials(email.clone()))
-            .await??
-            .ok_or(AuthError::Unauthenticated)?;
-        let stored = Some(credentials.password_hash.clone());
-        let verification = self.hasher.call(VerifyPassword { password: old, stored }).await??;
-        if !verification.matches {
+        // The old password is guessed like a login's: the same budget.
+        let key = LoginKey { email: email.clone(), address: address.to_owned() };
+        self.pass_throttle(&key).await?;
+        let checked = self.check_password(&email, old).await;
+        self.settle_throttle(key, &checked).await;
+        let Some((credentials, _)) = checked? else {
             return Err(AuthError::WrongPassword);
-        }
+        };
         let hash = self.hasher.call(HashPassword(new)).await??;
         let message =
             ReplacePasswordHash { id: user.id, old: credentials.password_hash, new: hash };
@@ -292,9 +341,6 @@ impl AuthService {
         let ended =
             self.sessions.call(EndUserSessions { user: user.id, keep: Some(current) }).await??;
         self.sessions.call(InvalidateUser(user)).await??;
-        if let Err(e) = flatten(self.sessions.call(ClearLoginAttempts(email)).await) {
-            tracing::warn!(error = %e, "could not reset the login-attempt counter");
-        }
         Ok(ended)
     }
 
@@ -464,4 +510,20 @@ impl AuthService {
 /// Collapses "could not deliver" and "delivered, but failed".
 fn flatten<T, E: Into<AuthError>>(reply: Result<Result<T, E>, CallError>) -> Result<T, AuthError> {
     reply?.map_err(Into::into)
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic::Code;
+
+    use super::*;
+    use crate::grpc::status::to_status;
+
+    #[test]
+    fn a_hasher_worker_lost_to_a_panic_is_unavailable_not_internal() {
+        let status = to_status(AuthError::from(HashError::WorkerPanicked));
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        let status = to_status(AuthError::from(HashError::UnknownFormat));
+        assert_eq!(status.code(), Code::Internal, "{status:?}");
+    }
 }

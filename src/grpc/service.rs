@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use prost_types::Timestamp;
 use tonic::{Request, Response, Status};
 
@@ -9,18 +11,42 @@ use super::{
 use crate::{
     actors::session_store::SessionOrigin,
     domain::User,
+    net::{self, Cidr},
     service::{AuthService, RawSecret, RegisterInput},
 };
+
+/// Longest user agent kept with a session.
+const MAX_USER_AGENT: usize = 256;
 
 /// `userService.UserService` backed by [`AuthService`].
 #[derive(Clone)]
 pub struct UserServiceImpl {
     auth: AuthService,
+    /// `net.trusted_proxies`: peers whose `x-forwarded-for` names the client.
+    trusted_proxies: Arc<[Cidr]>,
 }
 
 impl UserServiceImpl {
-    pub fn new(auth: AuthService) -> Self {
-        Self { auth }
+    pub fn new(auth: AuthService, trusted_proxies: Vec<Cidr>) -> Self {
+        Self { auth, trusted_proxies: trusted_proxies.into() }
+    }
+
+    /// Where a call comes from: the client's address (see
+    /// [`net::client_address`]) and its `user-agent`.
+    fn origin<T>(&self, request: &Request<T>) -> SessionOrigin {
+        let metadata = request.metadata();
+        let header = |name| metadata.get(name).and_then(|v| v.to_str().ok());
+        let client_address = request
+            .remote_addr()
+            .map(|peer| {
+                net::client_address(peer.ip(), header("x-forwarded-for"), &self.trusted_proxies)
+                    .to_string()
+            })
+            .unwrap_or_default();
+        let user_agent = header("user-agent")
+            .map(|ua| ua.chars().take(MAX_USER_AGENT).collect())
+            .unwrap_or_default();
+        SessionOrigin { client_address, user_agent }
     }
 }
 
@@ -103,7 +129,7 @@ impl UserService for UserServiceImpl {
         &self,
         request: Request<proto::LoginRequest>,
     ) -> Result<Response<proto::LoginResponse>, Status> {
-        let origin = origin(&request);
+        let origin = self.origin(&request);
         let r = request.into_inner();
         let (user, session) =
             self.auth.login(&r.email, r.password, origin).await.map_err(to_status)?;
@@ -172,30 +198,14 @@ impl UserService for UserServiceImpl {
         request: Request<proto::ChangePasswordRequest>,
     ) -> Result<Response<proto::ChangePasswordResponse>, Status> {
         let session = session_id(&request).map(str::to_owned);
+        let address = self.origin(&request).client_address;
         let r = request.into_inner();
         let ended = self
             .auth
-            .change_password(session.as_deref(), r.old_password, r.new_password)
+            .change_password(session.as_deref(), &address, r.old_password, r.new_password)
             .await
             .map_err(to_status)?;
         Ok(Response::new(proto::ChangePasswordResponse { ended }))
-    }
-}
-
-/// Longest user agent kept with a session.
-const MAX_USER_AGENT: usize = 256;
-
-/// Where a login comes from: the peer's address and its `user-agent`.
-fn origin<T>(request: &Request<T>) -> SessionOrigin {
-    let user_agent = request
-        .metadata()
-        .get("user-agent")
-        .and_then(|v| v.to_str().ok())
-        .map(|ua| ua.chars().take(MAX_USER_AGENT).collect())
-        .unwrap_or_default();
-    SessionOrigin {
-        client_address: request.remote_addr().map(|a| a.ip().to_string()).unwrap_or_default(),
-        user_agent,
     }
 }
 

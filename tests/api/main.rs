@@ -22,3 +22,4 @@ mod overload;
 mod register;
 mod session;
 mod sessions;
+mod throttle;

@@ -2,7 +2,7 @@
 //! or the in-actor memory state. The messages, the use cases and the
 //! metrics cannot tell which one runs.
 
-use std::{cell::RefCell, rc::Rc, time::Duration, time::Instant};
+use std::{cell::RefCell, rc::Rc, time::Instant};
 
 use super::{
     memory::MemorySessions,
@@ -10,10 +10,11 @@ use super::{
         CachedLookup, RedisSessionRepository, ResolvedSession, SessionInfo, SessionOrigin,
         SessionPolicy, UserKey,
     },
+    throttle::{Gate, LoginKey, Outcome},
 };
 use crate::{
     actors::PoolSample,
-    domain::{Email, SessionId, User, UserId},
+    domain::{SessionId, User, UserId},
     error::{Dependency, DependencyError},
 };
 
@@ -153,23 +154,24 @@ impl SessionBackend {
         }
     }
 
-    pub async fn reserve_login_attempt(
-        &self,
-        email: &Email,
-    ) -> Result<Option<Duration>, DependencyError> {
+    pub async fn reserve_login_attempt(&self, key: &LoginKey) -> Result<Gate, DependencyError> {
         match self {
-            Self::Redis(redis) => redis.reserve_login_attempt(email).await,
+            Self::Redis(redis) => redis.reserve_login_attempt(key).await,
             Self::Memory(memory) => {
-                Ok(memory.borrow_mut().reserve_login_attempt(email, Instant::now()))
+                Ok(memory.borrow_mut().reserve_login_attempt(key, Instant::now()))
             }
         }
     }
 
-    pub async fn clear_login_attempts(&self, email: &Email) -> Result<(), DependencyError> {
+    pub async fn finish_login_attempt(
+        &self,
+        key: &LoginKey,
+        outcome: Outcome,
+    ) -> Result<(), DependencyError> {
         match self {
-            Self::Redis(redis) => redis.clear_login_attempts(email).await,
+            Self::Redis(redis) => redis.finish_login_attempt(key, outcome).await,
             Self::Memory(memory) => {
-                memory.borrow_mut().clear_login_attempts(email);
+                memory.borrow_mut().finish_login_attempt(key, outcome, Instant::now());
                 Ok(())
             }
         }

@@ -18,6 +18,7 @@ use super::redis::{
     CachedLookup, ResolvedSession, SEEN_RESOLUTION, SessionInfo, SessionOrigin, SessionPolicy,
     UserKey,
 };
+use super::throttle::{Counters, Gate, LoginKey, Outcome};
 use crate::domain::{Email, SessionId, User, UserId};
 
 /// A map whose entries expire, ordered by expiry so both the sweep and the
@@ -152,7 +153,18 @@ pub struct MemorySessions {
     /// every session's copy.
     by_user: HashMap<UserId, HashSet<String>>,
     users: Expiring<CacheKey, User>,
-    login_attempts: Expiring<String, u32>,
+    /// The login throttle's counters (see `throttle`): per (account digest,
+    /// address) failures and attempts in flight; per address and per
+    /// account failures.
+    login_pairs: Expiring<(String, String), Pair>,
+    login_addresses: Expiring<String, u32>,
+    login_accounts: Expiring<String, u32>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Pair {
+    failures: u32,
+    in_flight: u32,
 }
 
 impl MemorySessions {
@@ -162,7 +174,9 @@ impl MemorySessions {
             sessions: Expiring::new(max_entries),
             by_user: HashMap::new(),
             users: Expiring::new(max_entries),
-            login_attempts: Expiring::new(max_entries),
+            login_pairs: Expiring::new(max_entries),
+            login_addresses: Expiring::new(max_entries),
+            login_accounts: Expiring::new(max_entries),
         }
     }
 
@@ -170,7 +184,9 @@ impl MemorySessions {
         MemoryUsage {
             sessions: self.sessions.len(),
             cached_users: self.users.len(),
-            login_counters: self.login_attempts.len(),
+            login_counters: self.login_pairs.len()
+                + self.login_addresses.len()
+                + self.login_accounts.len(),
         }
     }
 
@@ -326,31 +342,66 @@ impl MemorySessions {
         ended
     }
 
-    /// Takes one attempt from the account's budget, as the Redis backend
-    /// does: the window starts at the first attempt. `Some(retry_after)`
-    /// when it is spent.
-    pub fn reserve_login_attempt(&mut self, email: &Email, now: Instant) -> Option<Duration> {
-        let key = email.storage_key();
-        let attempts = match self.login_attempts.get_mut(&key, now) {
-            Some(attempts) => {
-                *attempts += 1;
-                *attempts
-            }
-            None => {
-                self.login_attempts.insert(key.clone(), 1, now + self.policy.failure_window);
-                1
-            }
+    /// Whether this attempt may check a password now; reserves it if so.
+    pub fn reserve_login_attempt(&mut self, key: &LoginKey, now: Instant) -> Gate {
+        let policy = self.policy.throttle;
+        let pair_key = (key.email.storage_key(), key.address_part().to_owned());
+        let address = key.address_part().to_owned();
+        let account = key.email.storage_key();
+        let pair = self.login_pairs.get(&pair_key, now).copied().unwrap_or_default();
+        let counters = Counters {
+            pair_failures: pair.failures,
+            pair_in_flight: pair.in_flight,
+            address_failures: self.login_addresses.get(&address, now).copied().unwrap_or(0),
+            account_failures: self.login_accounts.get(&account, now).copied().unwrap_or(0),
         };
-        if attempts <= self.policy.max_login_failures {
-            return None;
+        let left = |expires: Option<Instant>| expires.map_or(Duration::ZERO, |e| e - now);
+        let pair_ttl = left(self.login_pairs.expires(&pair_key, now));
+        let address_ttl = left(self.login_addresses.expires(&address, now));
+        let gate = policy.decide(counters, pair_ttl, address_ttl);
+        if let Gate::Pass { .. } = gate {
+            match self.login_pairs.get_mut(&pair_key, now) {
+                Some(pair) => pair.in_flight += 1,
+                None => {
+                    let reserved = Pair { failures: 0, in_flight: 1 };
+                    self.login_pairs.insert(pair_key, reserved, now + policy.window);
+                }
+            }
         }
-        let expires = self.login_attempts.expires(&key, now)?;
-        // Whole seconds, at least one, as Redis' TTL gives.
-        Some(Duration::from_secs(expires.duration_since(now).as_secs_f64().ceil().max(1.0) as u64))
+        gate
     }
 
-    pub fn clear_login_attempts(&mut self, email: &Email) {
-        self.login_attempts.remove(&email.storage_key());
+    /// Settles a reserved attempt, as the Redis backend does.
+    pub fn finish_login_attempt(&mut self, key: &LoginKey, outcome: Outcome, now: Instant) {
+        let window = self.policy.throttle.window;
+        let pair_key = (key.email.storage_key(), key.address_part().to_owned());
+        if let Some(pair) = self.login_pairs.get_mut(&pair_key, now) {
+            pair.in_flight = pair.in_flight.saturating_sub(1);
+            match outcome {
+                Outcome::Failed => pair.failures += 1,
+                Outcome::Succeeded => pair.failures = 0,
+                Outcome::Abandoned => {}
+            }
+        } else if outcome == Outcome::Failed {
+            let failed = Pair { failures: 1, in_flight: 0 };
+            self.login_pairs.insert(pair_key, failed, now + window);
+        }
+        let account = key.email.storage_key();
+        match outcome {
+            Outcome::Failed => {
+                for (counters, counter) in [
+                    (&mut self.login_addresses, key.address_part().to_owned()),
+                    (&mut self.login_accounts, account),
+                ] {
+                    match counters.get_mut(&counter, now) {
+                        Some(failures) => *failures += 1,
+                        None => drop(counters.insert(counter, 1, now + window)),
+                    }
+                }
+            }
+            Outcome::Succeeded => drop(self.login_accounts.remove(&account)),
+            Outcome::Abandoned => {}
+        }
     }
 
     /// Frees everything expired at `now`.
@@ -358,7 +409,9 @@ impl MemorySessions {
         let expired = self.sessions.sweep(now);
         self.unindex(expired);
         self.users.sweep(now);
-        self.login_attempts.sweep(now);
+        self.login_pairs.sweep(now);
+        self.login_addresses.sweep(now);
+        self.login_accounts.sweep(now);
     }
 
     fn unindex(&mut self, ended: impl IntoIterator<Item = (String, Session)>) {
@@ -388,8 +441,14 @@ mod tests {
         SessionPolicy {
             session_ttl: Duration::from_secs(3600),
             user_cache_ttl: Duration::from_secs(300),
-            max_login_failures: 3,
-            failure_window: Duration::from_secs(900),
+            throttle: super::super::throttle::ThrottlePolicy {
+                pair_max: 3,
+                address_max: 50,
+                account_delay_after: 20,
+                account_delay_step: Duration::from_millis(250),
+                account_delay_max: Duration::from_secs(5),
+                window: Duration::from_secs(900),
+            },
         }
     }
 
@@ -511,28 +570,49 @@ mod tests {
         let ada = user("ada@example.com");
         m.create_session(&ada, &SessionOrigin::default(), now).expect("s");
         m.cache_user(&ada, now);
-        m.reserve_login_attempt(&email("ada@example.com"), now);
+        let key = from("ada@example.com", "192.0.2.1");
+        m.reserve_login_attempt(&key, now);
+        m.finish_login_attempt(&key, Outcome::Failed, now);
         m.sweep(now + Duration::from_secs(3600));
         assert_eq!(m.usage(), MemoryUsage { sessions: 0, cached_users: 0, login_counters: 0 });
         assert!(m.by_user.is_empty());
     }
 
+    fn from(email: &str, address: &str) -> LoginKey {
+        LoginKey { email: self::email(email), address: address.into() }
+    }
+
     #[test]
-    fn the_login_budget_is_spent_then_refills_after_the_window() {
+    fn failures_from_one_address_throttle_that_address_only() {
         let mut m = MemorySessions::new(policy(), 100);
         let now = Instant::now();
-        let ada = email("ada@example.com");
+        let attacker = from("ada@example.com", "6.6.6.6");
         for _ in 0..3 {
-            assert_eq!(m.reserve_login_attempt(&ada, now), None);
+            assert!(matches!(m.reserve_login_attempt(&attacker, now), Gate::Pass { .. }));
+            m.finish_login_attempt(&attacker, Outcome::Failed, now);
         }
         let later = now + Duration::from_secs(100);
-        assert_eq!(m.reserve_login_attempt(&ada, later), Some(Duration::from_secs(800)));
         assert_eq!(
-            m.reserve_login_attempt(&ada, now + Duration::from_secs(900)),
-            None,
-            "new window"
+            m.reserve_login_attempt(&attacker, later),
+            Gate::Refuse { retry_after: Duration::from_secs(800) }
         );
-        m.clear_login_attempts(&ada);
-        assert_eq!(m.usage().login_counters, 0);
+        let victim = from("ada@example.com", "192.0.2.1");
+        assert!(matches!(m.reserve_login_attempt(&victim, later), Gate::Pass { .. }));
+        m.finish_login_attempt(&victim, Outcome::Succeeded, later);
+        let next_window = now + Duration::from_secs(900);
+        assert!(matches!(m.reserve_login_attempt(&attacker, next_window), Gate::Pass { .. }));
+    }
+
+    #[test]
+    fn attempts_being_checked_hold_the_budget_until_they_end() {
+        let mut m = MemorySessions::new(policy(), 100);
+        let now = Instant::now();
+        let key = from("ada@example.com", "192.0.2.1");
+        for _ in 0..3 {
+            assert!(matches!(m.reserve_login_attempt(&key, now), Gate::Pass { .. }));
+        }
+        assert_eq!(m.reserve_login_attempt(&key, now), Gate::Wait);
+        m.finish_login_attempt(&key, Outcome::Succeeded, now);
+        assert!(matches!(m.reserve_login_attempt(&key, now), Gate::Pass { .. }), "released");
     }
 }

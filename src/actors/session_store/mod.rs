@@ -11,6 +11,7 @@
 mod backend;
 pub mod memory;
 pub mod redis;
+pub mod throttle;
 
 use std::{cell::RefCell, rc::Rc, sync::Arc, time::Duration};
 
@@ -24,6 +25,7 @@ pub use redis::{
     CachedLookup, RedisSessionRepository, ResolvedSession, SessionInfo, SessionOrigin,
     SessionPolicy, UserKey,
 };
+pub use throttle::{Gate, LoginKey, Outcome};
 
 use super::{
     ActorClient, ActorState, ActorStats, RestartPolicy, Traced,
@@ -31,7 +33,7 @@ use super::{
 };
 use crate::{
     config::{ActorSettings, RedisSettings, StorageBackend},
-    domain::{Email, SessionId, User, UserId},
+    domain::{SessionId, User, UserId},
     error::{Dependency, DependencyError},
     workers::Workers,
 };
@@ -115,15 +117,19 @@ impl Message for InvalidateUser {
     type Result = Result<(), DependencyError>;
 }
 
-/// Counts a login attempt against the account's budget; `Some(retry_after)`
-/// if the budget is spent and the attempt must be refused.
-pub struct ReserveLoginAttempt(pub Email);
+/// Asks the login throttle whether an attempt may check its password now,
+/// reserving it if so.
+pub struct ReserveLoginAttempt(pub LoginKey);
 impl Message for ReserveLoginAttempt {
-    type Result = Result<Option<Duration>, DependencyError>;
+    type Result = Result<Gate, DependencyError>;
 }
 
-pub struct ClearLoginAttempts(pub Email);
-impl Message for ClearLoginAttempts {
+/// Settles a reserved login attempt.
+pub struct FinishLoginAttempt {
+    pub key: LoginKey,
+    pub outcome: Outcome,
+}
+impl Message for FinishLoginAttempt {
     type Result = Result<(), DependencyError>;
 }
 
@@ -330,10 +336,10 @@ handle_with_repo!(CacheUser => (), "cache_user",
     |repo, CacheUser(user)| repo.cache_user(&user));
 handle_with_repo!(InvalidateUser => (), "invalidate_user",
     |repo, InvalidateUser(user)| repo.invalidate_user(&user));
-handle_with_repo!(ReserveLoginAttempt => Option<Duration>, "reserve_login_attempt",
-    |repo, ReserveLoginAttempt(email)| repo.reserve_login_attempt(&email));
-handle_with_repo!(ClearLoginAttempts => (), "clear_login_attempts",
-    |repo, ClearLoginAttempts(email)| repo.clear_login_attempts(&email));
+handle_with_repo!(ReserveLoginAttempt => Gate, "reserve_login_attempt",
+    |repo, ReserveLoginAttempt(key)| repo.reserve_login_attempt(&key));
+handle_with_repo!(FinishLoginAttempt => (), "finish_login_attempt",
+    |repo, FinishLoginAttempt { key, outcome }| repo.finish_login_attempt(&key, outcome));
 
 impl Handler<Traced<CheckHealth>> for SessionStore {
     type Result = ResponseFuture<(Result<(), DependencyError>, PoolSample)>;

@@ -17,8 +17,10 @@
 //! - `user:<uuid>` and `user_email:<digest of canonical email>` — the cached
 //!   user for lookups by id and by email (JSON, expire after
 //!   `user_cache.ttl_secs`, dropped together when the user changes).
-//! - `login_attempts:<digest of email>` — attempts since the window began
-//!   (cleared by a successful login).
+//! - `login_pair:{<digest of email>}:<address>` — hash of the pair's failures
+//!   (`f`) and attempts being checked (`r`); `login_account:{<digest>}` and
+//!   `login_address:<address>` — failure counters. All expire with the
+//!   throttle window (see `throttle`).
 
 use std::{
     sync::{
@@ -36,6 +38,7 @@ use bb8_redis::{
 use prometheus::HistogramVec;
 use tracing::Instrument as _;
 
+use super::throttle::{Counters, Gate, LoginKey, Outcome, ThrottlePolicy};
 use crate::{
     actors::{ConnectFailures, Watched, uptime_ms},
     config::{RedisSettings, Settings},
@@ -52,8 +55,7 @@ const REDIS: Dependency = Dependency::Redis;
 pub struct SessionPolicy {
     pub session_ttl: Duration,
     pub user_cache_ttl: Duration,
-    pub max_login_failures: u32,
-    pub failure_window: Duration,
+    pub throttle: ThrottlePolicy,
 }
 
 impl SessionPolicy {
@@ -61,8 +63,7 @@ impl SessionPolicy {
         Self {
             session_ttl: Duration::from_secs(settings.session.ttl_secs),
             user_cache_ttl: Duration::from_secs(settings.user_cache.ttl_secs),
-            max_login_failures: settings.login.max_failures,
-            failure_window: Duration::from_secs(settings.login.window_secs),
+            throttle: ThrottlePolicy::from_settings(&settings.login),
         }
     }
 }
@@ -162,6 +163,42 @@ static CREATE_SESSION: LazyLock<Script> = LazyLock::new(|| {
 redis.call('HSET', KEYS[1], 'uid', ARGV[1], 'user', ARGV[2], 'cu', ARGV[3], 'created', ARGV[4],
   'seen', ARGV[4], 'addr', ARGV[6], 'ua', ARGV[7])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1",
+    )
+});
+
+/// Reserves a login attempt on an (account, address) pair if its budget
+/// has room for it besides the failures and the attempts being checked:
+/// returns reserved (1/0), failures, in flight and the pair's TTL.
+/// KEYS[1] pair hash {f, r}; ARGV max failures, window.
+static RESERVE_LOGIN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"local f = tonumber(redis.call('HGET', KEYS[1], 'f') or '0')
+local r = tonumber(redis.call('HGET', KEYS[1], 'r') or '0')
+local reserved = 0
+if f + r < tonumber(ARGV[1]) then
+  redis.call('HINCRBY', KEYS[1], 'r', 1)
+  reserved = 1
+end
+if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return {reserved, f, r, redis.call('PTTL', KEYS[1])}",
+    )
+});
+
+/// Settles a reserved login attempt: releases it, and counts a failure
+/// (ARGV[1] = 'failed') or clears the pair's failures ('succeeded').
+/// KEYS[1] pair hash; ARGV outcome, window.
+static FINISH_LOGIN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"if tonumber(redis.call('HGET', KEYS[1], 'r') or '0') > 0 then
+  redis.call('HINCRBY', KEYS[1], 'r', -1)
+end
+if ARGV[1] == 'failed' then
+  redis.call('HINCRBY', KEYS[1], 'f', 1)
+  if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+elseif ARGV[1] == 'succeeded' then
+  redis.call('HSET', KEYS[1], 'f', 0)
+end
 return 1",
     )
 });
@@ -268,6 +305,11 @@ fn resolve((uid, user, cached_until, _seen): SessionFields) -> Option<ResolvedSe
     })
 }
 
+/// A PTTL reply as a duration (-1 no expiry, -2 gone: none left).
+fn millis(pttl: i64) -> Duration {
+    Duration::from_millis(u64::try_from(pttl).unwrap_or(0))
+}
+
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -334,10 +376,6 @@ impl RedisSessionRepository {
     fn cache_keys(&self, user: &User) -> (String, Option<String>) {
         let by_email = Email::parse(&user.email, "email").ok().map(|e| self.user_email_key(&e));
         (self.user_key(user.id), by_email)
-    }
-
-    fn failures_key(&self, email: &Email) -> String {
-        format!("{}login_attempts:{}", self.prefix, email.storage_key())
     }
 
     fn user_json(user: &User, operation: &'static str) -> Result<String, DependencyError> {
@@ -637,41 +675,96 @@ impl RedisSessionRepository {
         self.run("invalidate_session_users", async |conn| pipe.query_async::<()>(conn).await).await
     }
 
-    /// Takes one login attempt from the account's budget before the password
-    /// is checked, atomically, so concurrent guesses cannot all slip past the
-    /// limit. `Some(retry_after)` when the budget for this window is spent.
-    /// The window starts at the first attempt; a successful login clears it.
-    pub async fn reserve_login_attempt(
-        &self,
-        email: &Email,
-    ) -> Result<Option<Duration>, DependencyError> {
-        let key = self.failures_key(email);
-        let window = self.policy.failure_window.as_secs();
-        let (attempts, ttl): (u32, i64) = self
-            .run("reserve_login_attempt", async |conn| {
+    /// Asks the throttle whether this attempt may check a password now, and
+    /// reserves it if so (see `throttle`). Two round trips: the address's
+    /// and the account's counters, then the pair's atomic reservation.
+    pub async fn reserve_login_attempt(&self, key: &LoginKey) -> Result<Gate, DependencyError> {
+        let policy = self.policy.throttle;
+        let (address_key, account_key, pair_key) = self.throttle_keys(key);
+        let (address_failures, address_ttl, account_failures): (Option<u32>, i64, Option<u32>) =
+            self.run("read_login_counters", async |conn| {
                 redis::pipe()
-                    .atomic()
-                    .cmd("SET")
-                    .arg(&key)
-                    .arg(0)
-                    .arg("EX")
-                    .arg(window)
-                    .arg("NX")
-                    .ignore()
-                    .incr(&key, 1)
-                    .ttl(&key)
+                    .get(&address_key)
+                    .pttl(&address_key)
+                    .get(&account_key)
                     .query_async(conn)
                     .await
             })
             .await?;
-        let allowed = attempts <= self.policy.max_login_failures;
-        // TTL is -1 without expiry and -2 when gone: retry in a second.
-        Ok((!allowed).then(|| Duration::from_secs(u64::try_from(ttl).unwrap_or(1).max(1))))
+        let mut counters = Counters {
+            address_failures: address_failures.unwrap_or(0),
+            account_failures: account_failures.unwrap_or(0),
+            ..Counters::default()
+        };
+        let address_ttl = millis(address_ttl);
+        if let gate @ Gate::Refuse { .. } = policy.decide(counters, Duration::ZERO, address_ttl) {
+            return Ok(gate);
+        }
+        let (reserved, failures, in_flight, pair_ttl): (u8, u32, u32, i64) = self
+            .run("reserve_login_attempt", async |conn| {
+                RESERVE_LOGIN
+                    .key(&pair_key)
+                    .arg(policy.pair_max)
+                    .arg(policy.window.as_secs())
+                    .invoke_async(conn)
+                    .await
+            })
+            .await?;
+        counters.pair_failures = failures;
+        counters.pair_in_flight = in_flight;
+        Ok(match policy.decide(counters, millis(pair_ttl), address_ttl) {
+            gate @ Gate::Pass { .. } if reserved == 1 => gate,
+            // Raced by another attempt between the two reads.
+            Gate::Pass { .. } => Gate::Wait,
+            gate => gate,
+        })
     }
 
-    pub async fn clear_login_attempts(&self, email: &Email) -> Result<(), DependencyError> {
-        let key = self.failures_key(email);
-        self.run("clear_login_attempts", async |conn| conn.del::<_, ()>(&key).await).await
+    /// Settles a reserved attempt: a failure counts on the pair, the
+    /// address and the account; a success clears the pair and the account.
+    pub async fn finish_login_attempt(
+        &self,
+        key: &LoginKey,
+        outcome: Outcome,
+    ) -> Result<(), DependencyError> {
+        let window = self.policy.throttle.window.as_secs();
+        let (address_key, account_key, pair_key) = self.throttle_keys(key);
+        let verdict = match outcome {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Failed => "failed",
+            Outcome::Abandoned => "abandoned",
+        };
+        self.run("finish_login_attempt", async |conn| {
+            FINISH_LOGIN.key(&pair_key).arg(verdict).arg(window).invoke_async::<()>(conn).await
+        })
+        .await?;
+        let mut pipe = redis::pipe();
+        match outcome {
+            Outcome::Failed => {
+                for counter in [&address_key, &account_key] {
+                    pipe.incr(counter, 1).ignore();
+                    pipe.cmd("EXPIRE").arg(counter).arg(window).arg("NX").ignore();
+                }
+            }
+            Outcome::Succeeded => {
+                pipe.del(&account_key).ignore();
+            }
+            Outcome::Abandoned => return Ok(()),
+        }
+        self.run("count_login_attempt", async |conn| pipe.query_async::<()>(conn).await).await
+    }
+
+    /// The address's, the account's and the pair's keys. The account and
+    /// the pair share a hash tag (the email's digest), so a Cluster keeps
+    /// them together.
+    fn throttle_keys(&self, key: &LoginKey) -> (String, String, String) {
+        let digest = key.email.storage_key();
+        let address = key.address_part();
+        (
+            format!("{}login_address:{address}", self.prefix),
+            format!("{}login_account:{{{digest}}}", self.prefix),
+            format!("{}login_pair:{{{digest}}}:{address}", self.prefix),
+        )
     }
 
     pub async fn ping(&self) -> Result<(), DependencyError> {
