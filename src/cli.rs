@@ -231,11 +231,16 @@ pub fn admin_account(
 
 /// Ends every session of `user` and drops every cached copy of it.
 async fn end_sessions(settings: &Settings, user: &User) -> Result<u32, CliError> {
-    let policy = SessionPolicy::from_settings(settings);
-    let sessions = RedisSessionRepository::new(&settings.redis, 1, policy, unexported_timings())?;
+    let sessions = sessions(settings)?;
     let ended = sessions.end_user_sessions(user.id, None).await?;
     sessions.invalidate_user(user).await?;
     Ok(ended)
+}
+
+/// The Redis session store the settings name.
+fn sessions(settings: &Settings) -> Result<RedisSessionRepository, DependencyError> {
+    let policy = SessionPolicy::from_settings(settings);
+    RedisSessionRepository::new(&settings.redis, 1, policy, unexported_timings())
 }
 
 /// The user store the settings name, migrated; its pool lives on `runtime`.
@@ -272,8 +277,7 @@ async fn forget_cached(settings: &Settings, user: &User) {
         );
         return;
     }
-    let policy = SessionPolicy::from_settings(settings);
-    let repo = match RedisSessionRepository::new(&settings.redis, 1, policy, unexported_timings()) {
+    let repo = match sessions(settings) {
         Ok(repo) => repo,
         Err(e) => {
             tracing::warn!(error = %e, "cannot reach redis to drop the cached user");

@@ -49,6 +49,7 @@ impl<K: Eq + Hash + Clone, V> Expiring<K, V> {
         }
     }
 
+    #[cfg(test)]
     fn len(&self) -> usize {
         self.entries.len()
     }
@@ -136,7 +137,8 @@ impl From<&UserKey> for CacheKey {
     }
 }
 
-/// Entry counts, for `/health/actors` and tests.
+/// Entry counts, for tests.
+#[cfg(test)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryUsage {
     pub sessions: usize,
@@ -180,6 +182,7 @@ impl MemorySessions {
         }
     }
 
+    #[cfg(test)]
     pub fn usage(&self) -> MemoryUsage {
         MemoryUsage {
             sessions: self.sessions.len(),

@@ -32,7 +32,7 @@ use super::{
     store::{CheckHealth, PoolSample, Restart, Store, StoreHealth},
 };
 use crate::{
-    config::{ActorSettings, RedisSettings, StorageBackend},
+    config::{ActorSettings, RedisSettings},
     domain::{SessionId, User, UserId},
     error::{Dependency, DependencyError},
     workers::Workers,
@@ -141,15 +141,6 @@ pub enum SessionBackendSettings {
     Memory {
         max_entries: usize,
     },
-}
-
-impl SessionBackendSettings {
-    pub fn kind(&self) -> StorageBackend {
-        match self {
-            Self::Redis(_) => StorageBackend::External,
-            Self::Memory { .. } => StorageBackend::Embedded,
-        }
-    }
 }
 
 /// How often the memory backend frees expired entries.

@@ -5,7 +5,7 @@ use super::{CreateUserError, PgUserRepository, sqlite::SqliteUserRepository};
 use crate::{
     actors::PoolSample,
     domain::{Email, NewUser, PasswordHash, User, UserCredentials, UserId},
-    error::{Dependency, DependencyError},
+    error::DependencyError,
 };
 
 #[derive(Clone)]
@@ -25,13 +25,6 @@ macro_rules! dispatch {
 }
 
 impl UserRepository {
-    pub fn dependency(&self) -> Dependency {
-        match self {
-            Self::Postgres(_) => Dependency::Postgres,
-            Self::Sqlite(_) => Dependency::Sqlite,
-        }
-    }
-
     pub fn pool_sample(&self) -> PoolSample {
         match self {
             Self::Postgres(repo) => PoolSample::of(repo.pool()),
