@@ -1,16 +1,21 @@
-# syntax=docker/dockerfile:1
+# Base images are build arguments, so images made elsewhere can stand in
+# (scripts/offline-images.sh makes both from Debian's packages):
+#   docker build --build-arg BUILD_IMAGE=... --build-arg RUNTIME_IMAGE=... .
+ARG BUILD_IMAGE=rust:1.95-slim-bookworm
+ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
 # ---- build ----
-FROM rust:1.95-slim-bookworm AS build
+FROM ${BUILD_IMAGE} AS build
 WORKDIR /src
 
 # Dependencies first, in a layer that is rebuilt only when the manifests
-# change: build them against placeholder sources, then drop those.
+# change: build them against placeholder sources, then drop those. The
+# manifest names a bench, so cargo wants its file to exist (an empty one).
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY proto ./proto
-RUN mkdir src \
+RUN mkdir src benches \
     && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs \
+    && touch src/lib.rs benches/micro.rs \
     && cargo build --release --locked --bin auth-service \
     && rm -rf src
 
@@ -19,15 +24,19 @@ COPY migrations ./migrations
 COPY config ./config
 RUN touch src/main.rs src/lib.rs \
     && cargo build --release --locked --bin auth-service \
-    && strip target/release/auth-service
+    && strip target/release/auth-service \
+    && mkdir -p /out/data
 
 # ---- runtime ----
 # distroless/cc: glibc and libgcc only (the binary links nothing else), no
 # shell, no package manager; the nonroot variant runs as uid 65532.
-FROM gcr.io/distroless/cc-debian12:nonroot
+FROM ${RUNTIME_IMAGE}
 WORKDIR /app
 COPY --from=build /src/target/release/auth-service /app/auth-service
 COPY config /app/config
+# Writable by the service's user: embedded storage's default data directory
+# (AUTH__STORAGE__BACKEND=embedded; mount a volume here to keep it).
+COPY --from=build --chown=65532:65532 /out/data /app/data
 ENV APP_ENV=docker
 EXPOSE 5000 7070
 # 65532 is the "nonroot" user of the distroless image.
