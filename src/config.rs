@@ -145,10 +145,29 @@ pub struct PostgresSettings {
     pub create_database: bool,
 }
 
+/// How Redis is deployed (`redis.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    /// One server at `redis.url`.
+    Standalone,
+    /// A master found through the sentinels of `redis.urls`.
+    Sentinel,
+    /// A Redis Cluster seeded from the nodes of `redis.urls`.
+    Cluster,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
+    pub mode: RedisMode,
+    /// The server, in standalone mode.
     pub url: SecretUrl,
+    /// Comma-separated `redis://host:port` URLs: the sentinels (sentinel
+    /// mode) or some of the cluster's nodes (cluster mode).
+    pub urls: SecretUrl,
+    /// The master set the sentinels watch (sentinel mode).
+    pub sentinel_master: String,
     pub pool_max_size: u32,
     pub connect_timeout_ms: u64,
     pub key_prefix: String,
@@ -256,10 +275,17 @@ impl SecretUrl {
     }
 }
 
+impl SecretUrl {
+    /// Only the scheme, as `Debug` shows it.
+    fn redacted(&self) -> String {
+        let scheme = self.0.split_once("://").map_or("?", |(s, _)| s);
+        format!("{scheme}://<redacted>")
+    }
+}
+
 impl fmt::Debug for SecretUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scheme = self.0.split_once("://").map_or("?", |(s, _)| s);
-        write!(f, "{scheme}://<redacted>")
+        f.write_str(&self.redacted())
     }
 }
 
@@ -377,6 +403,7 @@ impl Settings {
         // stops the start instead of failing every Redis call.
         bb8_redis::redis::Client::open(self.redis.url.expose())
             .map_err(|e| SettingsError::Invalid { key: "redis.url", reason: e.to_string() })?;
+        self.redis.validate_mode()?;
         if !(0.0..=1.0).contains(&self.tracing.sample_ratio) {
             return Err(SettingsError::Invalid {
                 key: "tracing.sample_ratio",
@@ -438,6 +465,36 @@ impl GrpcSettings {
     }
 }
 
+impl RedisSettings {
+    /// Sentinel and cluster modes need seed URLs (and sentinel mode a
+    /// master name); each URL must parse.
+    fn validate_mode(&self) -> Result<(), SettingsError> {
+        if self.mode == RedisMode::Standalone {
+            return Ok(());
+        }
+        let seeds = self.seed_urls();
+        if seeds.is_empty() {
+            return Err(SettingsError::Invalid {
+                key: "redis.urls",
+                reason: "sentinel and cluster modes need at least one redis:// URL".into(),
+            });
+        }
+        for url in seeds {
+            bb8_redis::redis::Client::open(url).map_err(|e| SettingsError::Invalid {
+                key: "redis.urls",
+                reason: format!("{}: {e}", SecretUrl::new(url).redacted()),
+            })?;
+        }
+        if self.mode == RedisMode::Sentinel && self.sentinel_master.trim().is_empty() {
+            return Err(SettingsError::Invalid {
+                key: "redis.sentinel_master",
+                reason: "sentinel mode needs the name of the master set".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
 impl PostgresSettings {
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
@@ -464,6 +521,11 @@ impl PostgresSettings {
 impl RedisSettings {
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// The sentinels' or the cluster nodes' URLs from `redis.urls`.
+    pub fn seed_urls(&self) -> Vec<&str> {
+        self.urls.expose().split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
     }
 }
 
@@ -530,6 +592,46 @@ mod tests {
         let err = Settings::from_config(config).expect_err("bad cidr").to_string();
         assert!(err.contains("net.trusted_proxies"), "{err}");
         assert!(load("storage.data_dir", " ").contains("storage.data_dir"));
+    }
+
+    #[test]
+    fn redis_modes_need_their_seeds() {
+        let load = |overrides: &[(&str, &str)]| {
+            let mut builder =
+                Config::builder().add_source(File::from_str(EMBEDDED_DEFAULTS, FileFormat::Toml));
+            for (key, value) in overrides {
+                builder = builder.set_override(*key, *value).expect("override");
+            }
+            Settings::from_config(builder.build().expect("build"))
+        };
+        let defaults = load(&[]).expect("defaults");
+        assert_eq!(defaults.redis.mode, RedisMode::Standalone);
+
+        let err = load(&[("redis.mode", "cluster")]).expect_err("no seeds").to_string();
+        assert!(err.contains("redis.urls"), "{err}");
+        let err = load(&[("redis.mode", "sentinel"), ("redis.urls", "redis://s1:26379")])
+            .expect_err("no master name")
+            .to_string();
+        assert!(err.contains("redis.sentinel_master"), "{err}");
+        let err = load(&[("redis.mode", "cluster"), ("redis.urls", "redis://a:1,redis://:pw@b:x")])
+            .expect_err("bad seed")
+            .to_string();
+        assert!(err.contains("redis.urls") && !err.contains("pw"), "named, not shown: {err}");
+        assert!(load(&[("redis.mode", "raft")]).is_err());
+
+        let cluster = load(&[
+            ("redis.mode", "cluster"),
+            ("redis.urls", " redis://10.0.0.1:7000, redis://10.0.0.2:7000 ,"),
+        ])
+        .expect("cluster");
+        assert_eq!(cluster.redis.seed_urls(), ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]);
+        let sentinel = load(&[
+            ("redis.mode", "sentinel"),
+            ("redis.urls", "redis://s1:26379,redis://s2:26379,redis://s3:26379"),
+            ("redis.sentinel_master", "auth"),
+        ])
+        .expect("sentinel");
+        assert_eq!(sentinel.redis.seed_urls().len(), 3);
     }
 
     #[test]

@@ -567,22 +567,41 @@ pub fn reroute(url: &str, addr: SocketAddr) -> String {
 /// JSON logs, its own database and key prefix, plus `env`.
 pub struct BinaryService {
     child: std::process::Child,
-    logs: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    /// Every line logged so far, read by a thread of its own as it comes:
+    /// a pipe nobody reads fills up and stalls the service's logging.
+    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
     pub grpc_addr: SocketAddr,
     pub http_addr: SocketAddr,
     backend: Backend,
     database: String,
+    /// Drop the database and keys on drop (not when replicas share them).
+    owns_storage: bool,
 }
 
 impl BinaryService {
     /// Starts it and waits until it is ready (so migrated: the database
     /// exists before anything drops it).
     pub async fn start(backend: Backend, env: &[(&str, String)]) -> Self {
+        Self::launch(backend, unique_database(), true, env).await
+    }
+
+    /// One of several replicas on external storage sharing `database` (and
+    /// the key prefix named after it), which the caller cleans up.
+    pub async fn replica(database: &str, env: &[(&str, String)]) -> Self {
+        Self::launch(Backend::External, database.to_owned(), false, env).await
+    }
+
+    async fn launch(
+        backend: Backend,
+        database: String,
+        owns_storage: bool,
+        env: &[(&str, String)],
+    ) -> Self {
         use std::io::BufRead as _;
         if backend == Backend::External {
             require_dependencies();
         }
-        let database = unique_database();
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_auth-service"));
         // Embedded is what runs with no configuration at all.
         command.env_remove("APP_ENV");
@@ -605,11 +624,24 @@ impl BinaryService {
             command.env(key, value);
         }
         let mut child = command.spawn().expect("start binary");
-        let mut logs = std::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
-        let listening: serde_json::Value = logs
-            .by_ref()
-            .map_while(Result::ok)
-            .find(|l| l.contains("auth-service listening"))
+        let stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (listening_tx, listening_rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn({
+            let logs = std::sync::Arc::clone(&logs);
+            move || {
+                for line in stdout.lines().map_while(Result::ok) {
+                    if line.contains("auth-service listening") {
+                        let _ = listening_tx.send(line.clone());
+                    }
+                    logs.lock().expect("logs").push(line);
+                }
+            }
+        });
+        // Blocks this thread until it listens, a few milliseconds.
+        let listening: serde_json::Value = listening_rx
+            .recv_timeout(Duration::from_secs(30))
+            .ok()
             .and_then(|l| serde_json::from_str(&l).ok())
             .expect("a JSON 'listening' log line");
         let addr = |field: &str| -> SocketAddr {
@@ -620,8 +652,10 @@ impl BinaryService {
             http_addr: addr("http_addr"),
             child,
             logs,
+            reader: Some(reader),
             backend,
             database,
+            owns_storage,
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         while http_get(service.http_addr, "/health/ready").await.0 != 200 {
@@ -640,7 +674,7 @@ impl BinaryService {
         UserServiceClient::new(channel)
     }
 
-    /// Sends SIGTERM; returns the exit status and every later log line.
+    /// Sends SIGTERM; returns the exit status and every log line.
     pub async fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
         let pid = self.child.id().to_string();
         let killed =
@@ -654,7 +688,10 @@ impl BinaryService {
             assert!(tokio::time::Instant::now() < deadline, "did not exit after SIGTERM");
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
-        let logs = self.logs.by_ref().map_while(Result::ok).collect();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+        let logs = std::mem::take(&mut *self.logs.lock().expect("logs"));
         (status, logs)
     }
 }
@@ -664,6 +701,7 @@ impl Drop for BinaryService {
         let _ = self.child.kill();
         let _ = self.child.wait();
         match self.backend {
+            _ if !self.owns_storage => {}
             Backend::External => {
                 drop_database(&self.database);
                 delete_redis_keys(&format!("test:{}:", self.database));

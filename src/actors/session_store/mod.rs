@@ -11,6 +11,7 @@
 mod backend;
 pub mod memory;
 pub mod redis;
+pub mod redis_connection;
 pub mod throttle;
 
 use std::{cell::RefCell, rc::Rc, sync::Arc, time::Duration};

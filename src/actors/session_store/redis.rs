@@ -1,8 +1,13 @@
 //! `RedisSessionRepository`: sessions, the user cache and login-failure
 //! counters in Redis, usable without an actor.
 //!
-//! Keys, all under the configured prefix; every command or script touches
-//! exactly one key, so the layout works unchanged on Redis Cluster:
+//! Keys, all under the configured prefix. Every command or script touches
+//! one key, and a pipeline only commands on one key (or one hash tag):
+//! commands on different keys that belong together are sent side by side on
+//! the multiplexed connection instead, which is still one round trip on a
+//! single server and one per node, in parallel, on a Cluster (where a
+//! pipeline across slots would fail with CROSSSLOT). So the layout works
+//! unchanged in every `redis.mode` (see `redis_connection`):
 //!
 //! - `session:<digest of id>` — hash, expires with the session:
 //!   `uid` (user id), `created` (unix seconds), and a copy of the user
@@ -31,14 +36,17 @@ use std::{
 };
 
 use bb8_redis::{
-    RedisConnectionManager,
     bb8::{self, Pool},
-    redis::{self, AsyncCommands as _, ErrorKind, RedisError, Script, aio::MultiplexedConnection},
+    redis::{self, AsyncCommands as _, ErrorKind, RedisError, Script},
 };
+use futures_util::future::try_join_all;
 use prometheus::HistogramVec;
 use tracing::Instrument as _;
 
-use super::throttle::{Counters, Gate, LoginKey, Outcome, ThrottlePolicy};
+use super::{
+    redis_connection::{RedisConn, RedisConnector},
+    throttle::{Counters, Gate, LoginKey, Outcome, ThrottlePolicy},
+};
 use crate::{
     actors::{ConnectFailures, Watched, uptime_ms},
     config::{RedisSettings, Settings},
@@ -68,7 +76,7 @@ impl SessionPolicy {
     }
 }
 
-/// bb8-redis' manager, plus a flag that marks a connection broken.
+/// The mode's connector, plus a flag that marks a connection broken.
 ///
 /// A multiplexed connection serves many callers at once, so a caller takes
 /// a clone of it and hands the pooled slot straight back (holding the slot
@@ -76,10 +84,10 @@ impl SessionPolicy {
 /// broken connection; rather than PING on every checkout (a second round
 /// trip per command), a command that fails on the connection flags it, and
 /// the pool replaces it when the slot comes back.
-pub struct RedisManager(RedisConnectionManager);
+pub struct RedisManager(RedisConnector);
 
 pub struct RedisConnection {
-    conn: MultiplexedConnection,
+    conn: RedisConn,
     health: Arc<ConnectionHealth>,
 }
 
@@ -118,7 +126,7 @@ impl bb8::ManageConnection for RedisManager {
     }
 
     async fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {
-        self.0.is_valid(&mut conn.conn).await
+        RedisConnector::is_valid(&mut conn.conn).await
     }
 
     fn has_broken(&self, conn: &mut Self::Connection) -> bool {
@@ -133,7 +141,7 @@ fn build_pool(
     max_size: u32,
     failures: ConnectFailures,
 ) -> Result<RedisPool, DependencyError> {
-    let manager = RedisConnectionManager::new(settings.url.expose())
+    let manager = RedisConnector::new(settings)
         .map_err(|e| DependencyError::rejected(REDIS, "configure", e))?;
     Ok(Pool::builder()
         .max_size(max_size.max(1))
@@ -276,10 +284,7 @@ pub struct CachedLookup {
 /// `uid`, `user` and `cu` of a session hash.
 type SessionFields = (Option<String>, Option<String>, Option<u64>, Option<u64>);
 
-async fn session_fields(
-    conn: &mut MultiplexedConnection,
-    key: &str,
-) -> Result<SessionFields, RedisError> {
+async fn session_fields(conn: &mut RedisConn, key: &str) -> Result<SessionFields, RedisError> {
     redis::cmd("HMGET")
         .arg(key)
         .arg("uid")
@@ -476,19 +481,27 @@ impl RedisSessionRepository {
         if digests.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for digest in &digests {
-            pipe.cmd("HMGET")
-                .arg(self.session_key(digest))
-                .arg("uid")
-                .arg("created")
-                .arg("seen")
-                .arg("addr")
-                .arg("ua");
-        }
         type Fields = (Option<String>, Option<u64>, Option<u64>, Option<String>, Option<String>);
-        let rows: Vec<Fields> =
-            self.run("read_sessions", async |conn| pipe.query_async(conn).await).await?;
+        let keys: Vec<String> = digests.iter().map(|d| self.session_key(d)).collect();
+        let rows: Vec<Fields> = self
+            .run("read_sessions", async |conn| {
+                try_join_all(keys.iter().map(|key| {
+                    let mut conn = conn.clone();
+                    async move {
+                        redis::cmd("HMGET")
+                            .arg(key)
+                            .arg("uid")
+                            .arg("created")
+                            .arg("seen")
+                            .arg("addr")
+                            .arg("ua")
+                            .query_async::<Fields>(&mut conn)
+                            .await
+                    }
+                }))
+                .await
+            })
+            .await?;
         let uid = user.to_string();
         let mut sessions: Vec<SessionInfo> = digests
             .into_iter()
@@ -546,16 +559,21 @@ impl RedisSessionRepository {
         if doomed.is_empty() {
             return Ok(0);
         }
-        // One key per command (Cluster-safe), all in one round trip.
-        let mut pipe = redis::pipe();
-        for digest in &doomed {
-            pipe.del(self.session_key(digest));
-        }
-        for digest in &doomed {
-            pipe.zrem(&index, *digest).ignore();
-        }
-        let deleted: Vec<u32> =
-            self.run("end_user_sessions", async |conn| pipe.query_async(conn).await).await?;
+        // One key per command (Cluster-safe), all sent together.
+        let keys: Vec<String> = doomed.iter().map(|d| self.session_key(d)).collect();
+        let deleted: Vec<u32> = self
+            .run("end_user_sessions", async |conn| {
+                let mut unindex = conn.clone();
+                let (deleted, ()) = tokio::try_join!(
+                    try_join_all(keys.iter().map(|key| {
+                        let mut conn = conn.clone();
+                        async move { conn.del::<_, u32>(key).await }
+                    })),
+                    unindex.zrem::<_, _, ()>(&index, &doomed),
+                )?;
+                Ok(deleted)
+            })
+            .await?;
         Ok(deleted.iter().sum())
     }
 
@@ -640,12 +658,15 @@ impl RedisSessionRepository {
         let json = Self::user_json(user, OP)?;
         let ttl = self.policy.user_cache_ttl.as_secs();
         self.run(OP, async |conn| {
-            let mut pipe = redis::pipe();
-            pipe.set_ex(&by_id, &json, ttl).ignore();
-            if let Some(by_email) = &by_email {
-                pipe.set_ex(by_email, &json, ttl).ignore();
-            }
-            pipe.query_async::<()>(conn).await
+            // Two keys, two slots on a Cluster: sent side by side.
+            let keys = std::iter::once(&by_id).chain(by_email.as_ref());
+            try_join_all(keys.map(|key| {
+                let mut conn = conn.clone();
+                let json = &json;
+                async move { conn.set_ex::<_, _, ()>(key, json, ttl).await }
+            }))
+            .await
+            .map(drop)
         })
         .await
     }
@@ -668,11 +689,16 @@ impl RedisSessionRepository {
         if digests.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        for digest in &digests {
-            pipe.hdel(self.session_key(digest), &["user", "cu"]).ignore();
-        }
-        self.run("invalidate_session_users", async |conn| pipe.query_async::<()>(conn).await).await
+        let keys: Vec<String> = digests.iter().map(|d| self.session_key(d)).collect();
+        self.run("invalidate_session_users", async |conn| {
+            try_join_all(keys.iter().map(|key| {
+                let mut conn = conn.clone();
+                async move { conn.hdel::<_, _, ()>(key, &["user", "cu"]).await }
+            }))
+            .await
+            .map(drop)
+        })
+        .await
     }
 
     /// Asks the throttle whether this attempt may check a password now, and
@@ -681,14 +707,14 @@ impl RedisSessionRepository {
     pub async fn reserve_login_attempt(&self, key: &LoginKey) -> Result<Gate, DependencyError> {
         let policy = self.policy.throttle;
         let (address_key, account_key, pair_key) = self.throttle_keys(key);
-        let (address_failures, address_ttl, account_failures): (Option<u32>, i64, Option<u32>) =
+        let ((address_failures, address_ttl), account_failures): ((Option<u32>, i64), Option<u32>) =
             self.run("read_login_counters", async |conn| {
-                redis::pipe()
-                    .get(&address_key)
-                    .pttl(&address_key)
-                    .get(&account_key)
-                    .query_async(conn)
-                    .await
+                // The address's and the account's keys hash to different
+                // slots: a pipeline each, sent side by side.
+                let mut account = conn.clone();
+                let mut address = redis::pipe();
+                address.get(&address_key).pttl(&address_key);
+                tokio::try_join!(address.query_async(conn), account.get(&account_key))
             })
             .await?;
         let mut counters = Counters {
@@ -738,20 +764,36 @@ impl RedisSessionRepository {
             FINISH_LOGIN.key(&pair_key).arg(verdict).arg(window).invoke_async::<()>(conn).await
         })
         .await?;
-        let mut pipe = redis::pipe();
         match outcome {
             Outcome::Failed => {
-                for counter in [&address_key, &account_key] {
-                    pipe.incr(counter, 1).ignore();
-                    pipe.cmd("EXPIRE").arg(counter).arg(window).arg("NX").ignore();
-                }
+                self.run("count_login_attempt", async |conn| {
+                    // A pipeline per counter (one slot each), side by side.
+                    try_join_all([&address_key, &account_key].map(|counter| {
+                        let mut conn = conn.clone();
+                        async move {
+                            redis::pipe()
+                                .incr(counter, 1)
+                                .ignore()
+                                .cmd("EXPIRE")
+                                .arg(counter)
+                                .arg(window)
+                                .arg("NX")
+                                .ignore()
+                                .query_async::<()>(&mut conn)
+                                .await
+                        }
+                    }))
+                    .await
+                    .map(drop)
+                })
+                .await
             }
             Outcome::Succeeded => {
-                pipe.del(&account_key).ignore();
+                self.run("count_login_attempt", async |conn| conn.del::<_, ()>(&account_key).await)
+                    .await
             }
-            Outcome::Abandoned => return Ok(()),
+            Outcome::Abandoned => Ok(()),
         }
-        self.run("count_login_attempt", async |conn| pipe.query_async::<()>(conn).await).await
     }
 
     /// The address's, the account's and the pair's keys. The account and
@@ -778,7 +820,7 @@ impl RedisSessionRepository {
     async fn connection(
         &self,
         operation: &'static str,
-    ) -> Result<(MultiplexedConnection, Arc<ConnectionHealth>), DependencyError> {
+    ) -> Result<(RedisConn, Arc<ConnectionHealth>), DependencyError> {
         // A broken connection is replaced when its slot comes back, so the
         // second checkout gets another.
         for _ in 0..2 {
@@ -814,7 +856,7 @@ impl RedisSessionRepository {
     async fn run<T>(
         &self,
         operation: &'static str,
-        command: impl AsyncFnOnce(&mut MultiplexedConnection) -> Result<T, RedisError>,
+        command: impl AsyncFnOnce(&mut RedisConn) -> Result<T, RedisError>,
     ) -> Result<T, DependencyError> {
         let span = crate::child_span!(
             parent: &tracing::Span::current(),
@@ -838,7 +880,13 @@ impl RedisSessionRepository {
                     Err(DependencyError::busy(REDIS, operation, "reply queued past the timeout"))
                 }
                 Err(e) => {
-                    if e.is_connection_dropped() || e.is_io_error() || e.is_unrecoverable_error() {
+                    // READONLY: this server was demoted by a failover; a
+                    // new connection asks the sentinels for the master.
+                    if e.is_connection_dropped()
+                        || e.is_io_error()
+                        || e.is_unrecoverable_error()
+                        || e.kind() == ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+                    {
                         health.broken.store(true, Ordering::Relaxed);
                     }
                     Err(classify(operation, e))

@@ -1,0 +1,132 @@
+//! How the session store reaches Redis in each deployment mode
+//! (`redis.mode`), behind one connection type the repository's commands run
+//! on:
+//!
+//! - `standalone`: one server at `redis.url` (bb8-redis' own connector).
+//! - `sentinel`: the master of `redis.sentinel_master`, found by asking the
+//!   sentinels of `redis.urls` on every new connection, so after a failover
+//!   the pool's replacement connections go to the promoted replica.
+//! - `cluster`: a cluster connection seeded from `redis.urls`; it learns the
+//!   slot map and sends each command to the node holding its key's slot.
+//!
+//! Every mode multiplexes: one connection carries many callers' commands,
+//! so the bb8 pool stays small and its slot is handed straight back.
+
+use std::time::Duration;
+
+use bb8_redis::{
+    RedisConnectionManager,
+    bb8::ManageConnection,
+    redis::{
+        self, AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, Value,
+        aio::{ConnectionLike, MultiplexedConnection},
+        cluster::{ClusterClient, ClusterClientBuilder},
+        cluster_async::ClusterConnection,
+        sentinel::{SentinelClient, SentinelServerType},
+    },
+};
+use tokio::sync::Mutex;
+
+use crate::config::{RedisMode, RedisSettings};
+
+/// How long a command waits for its reply, in every mode (redis' own default
+/// for multiplexed connections, made explicit so the modes agree).
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A connection commands run on, whatever the mode.
+#[derive(Clone)]
+pub enum RedisConn {
+    /// A standalone server, or the master the sentinels named.
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisConn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// Opens connections for the pool in the configured mode.
+pub enum RedisConnector {
+    Standalone(RedisConnectionManager),
+    /// Discovery asks the sentinels one at a time, hence the lock; it runs
+    /// only when the pool opens a connection.
+    Sentinel(Mutex<SentinelClient>),
+    Cluster(ClusterClient),
+}
+
+impl RedisConnector {
+    /// Builds the connector without connecting (the service starts while
+    /// Redis is down). URLs were checked when the settings loaded.
+    pub fn new(settings: &RedisSettings) -> Result<Self, RedisError> {
+        Ok(match settings.mode {
+            RedisMode::Standalone => {
+                Self::Standalone(RedisConnectionManager::new(settings.url.expose())?)
+            }
+            RedisMode::Sentinel => Self::Sentinel(Mutex::new(SentinelClient::build(
+                settings.seed_urls(),
+                settings.sentinel_master.clone(),
+                None,
+                SentinelServerType::Master,
+            )?)),
+            RedisMode::Cluster => Self::Cluster(
+                ClusterClientBuilder::new(settings.seed_urls())
+                    .connection_timeout(settings.connect_timeout())
+                    .response_timeout(RESPONSE_TIMEOUT)
+                    // A command whose node is gone fails within about the
+                    // response timeout instead of retrying for seconds: the
+                    // caller answers UNAVAILABLE and its client retries.
+                    // MOVED/ASK redirections during a resharding are
+                    // followed within these retries.
+                    .retries(2)
+                    .min_retry_wait(10)
+                    .max_retry_wait(100)
+                    .build()?,
+            ),
+        })
+    }
+
+    pub async fn connect(&self) -> Result<RedisConn, RedisError> {
+        match self {
+            Self::Standalone(manager) => manager.connect().await.map(RedisConn::Single),
+            Self::Sentinel(client) => {
+                let config =
+                    AsyncConnectionConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
+                client
+                    .lock()
+                    .await
+                    .get_async_connection_with_config(&config)
+                    .await
+                    .map(RedisConn::Single)
+            }
+            Self::Cluster(client) => client.get_async_connection().await.map(RedisConn::Cluster),
+        }
+    }
+
+    pub async fn is_valid(conn: &mut RedisConn) -> Result<(), RedisError> {
+        redis::cmd("PING").query_async::<()>(conn).await
+    }
+}

@@ -1,0 +1,211 @@
+//! Redis topologies of a test's own, from Debian's `redis-server` (which
+//! also runs as a sentinel): a 3-master Cluster, and a master with a
+//! replica watched by 3 sentinels. Every process listens on a free loopback
+//! port, lives in a temporary directory, and is killed when its value drops.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::helpers::free_port;
+
+/// One `redis-server` process with its directory.
+pub struct RedisProcess {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl RedisProcess {
+    /// Starts `redis-server <args>` in a new directory and waits until its
+    /// port accepts connections. `config` is written to `redis.conf` there
+    /// first, when given (sentinels rewrite their configuration file).
+    fn start(name: &str, config: Option<String>, args: &[&str]) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("auth-{name}-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let port = free_port();
+        let mut command = Command::new("redis-server");
+        let sentinel = config.is_some();
+        if let Some(config) = config {
+            let file = dir.join("redis.conf");
+            std::fs::write(&file, config.replace("{port}", &port.to_string())).expect("redis.conf");
+            command.arg(&file);
+        }
+        let child = command
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .arg("--dir")
+            .arg(&dir)
+            .args(args)
+            // Data servers keep nothing on disk; a sentinel has no dataset.
+            .args(if sentinel { &[][..] } else { &["--save", "", "--appendonly", "no"][..] })
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian's redis-server package)");
+        let process = Self { port, dir, child: Some(child) };
+        process.wait_listening();
+        process
+    }
+
+    fn wait_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server on {} did not start", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// `redis-cli -p <port> <args>`'s output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// SIGKILL: as a crashed host.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Redis Cluster of three masters (no replicas), slots spread evenly.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisProcess>,
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        let nodes: Vec<RedisProcess> = (0..3)
+            .map(|_| {
+                RedisProcess::start(
+                    "redis-cluster",
+                    None,
+                    &["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"],
+                )
+            })
+            .collect();
+        let addresses: Vec<String> =
+            nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("redis-cli --cluster create");
+        assert!(created.success(), "cluster create failed");
+        let cluster = Self { nodes };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cluster
+            .nodes
+            .iter()
+            .all(|n| n.cli(&["cluster", "info"]).contains("cluster_state:ok"))
+        {
+            assert!(Instant::now() < deadline, "the cluster did not settle");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        cluster
+    }
+
+    /// `redis.urls` for the service: every node as a seed.
+    pub fn seed_urls(&self) -> String {
+        self.nodes.iter().map(RedisProcess::url).collect::<Vec<_>>().join(",")
+    }
+
+    /// Keys on each node.
+    pub fn keys_per_node(&self) -> Vec<u64> {
+        self.nodes.iter().map(|n| n.cli(&["dbsize"]).trim().parse().unwrap_or(0)).collect()
+    }
+}
+
+pub const SENTINEL_MASTER: &str = "authmaster";
+
+/// A master, one replica, and three sentinels that fail over after the
+/// master has been silent for a second.
+pub struct RedisSentinels {
+    pub master: RedisProcess,
+    pub replica: RedisProcess,
+    pub sentinels: Vec<RedisProcess>,
+}
+
+impl RedisSentinels {
+    pub fn start() -> Self {
+        let master = RedisProcess::start("redis-master", None, &[]);
+        let replica = RedisProcess::start(
+            "redis-replica",
+            None,
+            &["--replicaof", "127.0.0.1", &master.port.to_string()],
+        );
+        let config = format!(
+            "port {{port}}\n\
+             sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {} 2\n\
+             sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
+             sentinel failover-timeout {SENTINEL_MASTER} 5000\n\
+             sentinel parallel-syncs {SENTINEL_MASTER} 1\n",
+            master.port
+        );
+        let sentinels: Vec<RedisProcess> = (0..3)
+            .map(|_| RedisProcess::start("redis-sentinel", Some(config.clone()), &["--sentinel"]))
+            .collect();
+        let set = Self { master, replica, sentinels };
+        // The replica has synced and every sentinel knows both servers and
+        // the other sentinels (they find each other through the master).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let synced =
+                set.replica.cli(&["info", "replication"]).contains("master_link_status:up");
+            let known = set.sentinels.iter().all(|s| {
+                let info = s.cli(&["sentinel", "master", SENTINEL_MASTER]);
+                field(&info, "num-slaves") == Some("1")
+                    && field(&info, "num-other-sentinels") == Some("2")
+            });
+            if synced && known {
+                return set;
+            }
+            assert!(Instant::now() < deadline, "sentinels did not settle");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `redis.urls` for the service: the sentinels.
+    pub fn sentinel_urls(&self) -> String {
+        self.sentinels.iter().map(RedisProcess::url).collect::<Vec<_>>().join(",")
+    }
+
+    /// The port the sentinels name as the master now.
+    pub fn master_port(&self) -> Option<u16> {
+        let reply =
+            self.sentinels[0].cli(&["sentinel", "get-master-addr-by-name", SENTINEL_MASTER]);
+        reply.lines().nth(1)?.trim().parse().ok()
+    }
+}
+
+/// A field of redis-cli's alternating name/value lines.
+fn field<'a>(reply: &'a str, name: &str) -> Option<&'a str> {
+    let mut lines = reply.lines();
+    while let Some(line) = lines.next() {
+        if line.trim() == name {
+            return lines.next().map(str::trim);
+        }
+    }
+    None
+}
