@@ -111,7 +111,7 @@ pub enum CliError {
 pub fn migrate(settings: &Settings) -> Result<String, CliError> {
     let applied = match settings.storage.backend {
         StorageBackend::External => migrate::prepare_database(
-            &settings.postgres.url_with_connect_timeout(),
+            &settings.postgres.migration_url_with_connect_timeout(),
             settings.postgres.create_database,
         )?,
         StorageBackend::Embedded => {

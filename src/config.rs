@@ -143,6 +143,13 @@ pub struct PostgresSettings {
     pub connect_timeout_ms: u64,
     pub query_timeout_ms: u64,
     pub create_database: bool,
+    /// `url` leads to a pooler in transaction mode (PgBouncer's
+    /// `pool_mode = transaction`): nothing may outlive a transaction.
+    pub transaction_pooler: bool,
+    /// Where migrations (and database creation) connect, when not `url`:
+    /// they hold a session-level advisory lock, so behind a transaction
+    /// pooler they need the database itself. Empty: `url`.
+    pub migration_url: SecretUrl,
 }
 
 /// How Redis is deployed (`redis.mode`).
@@ -389,6 +396,14 @@ impl Settings {
         })?;
         for (key, url, schemes) in [
             ("postgres.url", self.postgres.url.expose(), &["postgres", "postgresql"][..]),
+            (
+                "postgres.migration_url",
+                match self.postgres.migration_url.expose() {
+                    "" => self.postgres.url.expose(),
+                    url => url,
+                },
+                &["postgres", "postgresql"][..],
+            ),
             ("redis.url", self.redis.url.expose(), &["redis", "rediss", "redis+unix", "unix"][..]),
         ] {
             let scheme = url.split_once("://").map(|(s, _)| s);
@@ -504,7 +519,19 @@ impl PostgresSettings {
     /// seconds) unless it sets one: an unreachable host then fails a connect
     /// attempt in seconds instead of the OS's minutes.
     pub fn url_with_connect_timeout(&self) -> String {
-        let url = self.url.expose();
+        self.with_connect_timeout(self.url.expose())
+    }
+
+    /// [`Self::url_with_connect_timeout`] for migrations: `migration_url`,
+    /// or `url` when that is empty.
+    pub fn migration_url_with_connect_timeout(&self) -> String {
+        match self.migration_url.expose() {
+            "" => self.url_with_connect_timeout(),
+            url => self.with_connect_timeout(url),
+        }
+    }
+
+    fn with_connect_timeout(&self, url: &str) -> String {
         if url.contains("connect_timeout=") {
             return url.to_owned();
         }

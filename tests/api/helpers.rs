@@ -791,6 +791,65 @@ impl PrivatePostgres {
         assert!(out.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&out.stderr));
     }
 
+    /// A streaming replica of this server (pg_basebackup), running on a
+    /// port of its own.
+    pub fn replica(&self) -> Self {
+        let dir = std::env::temp_dir().join(format!("auth-pg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("data dir");
+        let _ = std::process::Command::new("chown").args(["postgres:", &path(&dir)]).status();
+        let out = run_as_postgres(
+            &path(&self.bin.join("pg_basebackup")),
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-D",
+                &path(&dir.join("data")),
+                "-R",
+                "-X",
+                "stream",
+                "--no-sync",
+            ],
+        );
+        assert!(out.status.success(), "pg_basebackup: {}", String::from_utf8_lossy(&out.stderr));
+        let replica = Self { dir, bin: self.bin.clone(), port: free_port() };
+        replica.resume();
+        replica
+    }
+
+    /// Runs SQL through psql on the `postgres` database; its output.
+    pub fn psql(&self, sql: &str) -> String {
+        let out = run_as_postgres(
+            &path(&self.bin.join("psql")),
+            &["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-Atc", sql],
+        );
+        assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Promotes a replica to primary and waits until it accepts writes.
+    pub fn promote(&self) {
+        let out = run_as_postgres(
+            &path(&self.bin.join("pg_ctl")),
+            &["-D", &path(&self.dir.join("data")), "-w", "promote"],
+        );
+        assert!(out.status.success(), "pg_ctl promote: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Stops it cleanly and starts it again on `port`.
+    pub fn move_to(&mut self, port: u16) {
+        let out = run_as_postgres(
+            &path(&self.bin.join("pg_ctl")),
+            &["-D", &path(&self.dir.join("data")), "-m", "fast", "-w", "stop"],
+        );
+        assert!(out.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&out.stderr));
+        self.port = port;
+        self.resume();
+    }
+
     /// Stops it as a crash would: no checkpoint, clients cut off.
     pub fn crash(&self) {
         let out = run_as_postgres(
@@ -807,6 +866,84 @@ impl Drop for PrivatePostgres {
             &path(&self.bin.join("pg_ctl")),
             &["-D", &path(&self.dir.join("data")), "-m", "immediate", "stop"],
         );
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A PgBouncer of the test's own (Debian's `pgbouncer`) in transaction
+/// pooling mode in front of `server` (host, port), with few server
+/// connections, so consecutive transactions of one client land on
+/// different server connections.
+pub struct PgBouncer {
+    dir: std::path::PathBuf,
+    pub port: u16,
+}
+
+impl PgBouncer {
+    pub fn start(server: (&str, u16), server_connections: u32) -> Self {
+        install_pgbouncer();
+        let dir =
+            std::env::temp_dir().join(format!("auth-pgbouncer-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("pgbouncer dir");
+        let port = free_port();
+        let (host, server_port) = server;
+        std::fs::write(dir.join("userlist.txt"), "\"postgres\" \"\"\n").expect("userlist");
+        let config = format!(
+            "[databases]\n* = host={host} port={server_port}\n\
+             [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n\
+             auth_type = trust\nauth_file = {dir}/userlist.txt\npool_mode = transaction\n\
+             default_pool_size = {server_connections}\nmax_client_conn = 500\n\
+             ignore_startup_parameters = extra_float_digits,options\n\
+             logfile = {dir}/pgbouncer.log\npidfile = {dir}/pgbouncer.pid\n",
+            dir = path(&dir),
+        );
+        std::fs::write(dir.join("pgbouncer.ini"), config).expect("pgbouncer.ini");
+        let _ = std::process::Command::new("chown").args(["-R", "postgres:", &path(&dir)]).status();
+        // -d: it daemonises once listening; stopped through its pidfile.
+        let out = run_as_postgres("pgbouncer", &["-d", &path(&dir.join("pgbouncer.ini"))]);
+        assert!(
+            out.status.success(),
+            "pgbouncer (Debian's pgbouncer package): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "pgbouncer did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { dir, port }
+    }
+}
+
+/// Installs Debian's pgbouncer when it is missing and we may (root, apt):
+/// `cargo test` needs nothing else set up. Package scripts do not start its
+/// service where policy-rc.d forbids it, as on our machines.
+fn install_pgbouncer() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let found = |name: &str| {
+            std::process::Command::new("sh")
+                .args(["-c", &format!("command -v {name}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if found("pgbouncer") || !found("apt-get") {
+            return;
+        }
+        let install = "apt-get install -y -qq --no-install-recommends pgbouncer >/dev/null 2>&1 \
+            || { apt-get update -qq && apt-get install -y -qq --no-install-recommends pgbouncer; }";
+        let _ = std::process::Command::new("sh")
+            .args(["-c", install])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status();
+    });
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("pgbouncer.pid")) {
+            let _ = std::process::Command::new("kill").args(["-TERM", pid.trim()]).status();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -19,6 +19,7 @@ mod lookup;
 mod observability;
 mod ops;
 mod overload;
+mod postgres_topologies;
 mod redis_modes;
 mod redis_servers;
 mod register;

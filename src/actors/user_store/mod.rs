@@ -199,7 +199,7 @@ impl UserStore {
             .spawn(move || {
                 let _ = tx.send(match database {
                     UserDatabase::Postgres(settings) => migrate::prepare_database(
-                        &settings.url_with_connect_timeout(),
+                        &settings.migration_url_with_connect_timeout(),
                         settings.create_database,
                     ),
                     UserDatabase::Sqlite(repo) => repo.migrate(),

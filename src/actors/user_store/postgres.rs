@@ -23,7 +23,8 @@ use diesel::{
     serialize::{self, IsNull, Output, ToSql},
 };
 use diesel_async::{
-    AsyncPgConnection, RunQueryDsl,
+    AnsiTransactionManager, AsyncConnection as _, AsyncPgConnection, RunQueryDsl,
+    TransactionManager as _,
     pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, PoolError, RecyclingMethod},
 };
 use prometheus::HistogramVec;
@@ -150,6 +151,18 @@ fn build_pool(settings: &PostgresSettings, max_size: u32, failures: ConnectFailu
     // `Fast` only drops connections diesel saw break; a `SELECT 1` on every
     // checkout would double the round-trips of every query.
     config.recycling_method = RecyclingMethod::Fast;
+    if settings.transaction_pooler {
+        // Each statement is prepared, run and closed inside its transaction
+        // (see `PgUserRepository::run`): a cached prepared statement would
+        // be looked for on whichever server the pooler hands out next.
+        config.custom_setup = Box::new(|url| {
+            Box::pin(async move {
+                let mut conn = AsyncPgConnection::establish(url).await?;
+                conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+                Ok(conn)
+            })
+        });
+    }
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
         settings.url_with_connect_timeout(),
         config,
@@ -176,6 +189,8 @@ pub struct PgUserRepository {
     last_success: Arc<AtomicU64>,
     /// `auth_dependency_operation_seconds`.
     timings: HistogramVec,
+    /// Behind a transaction pooler: every statement in a transaction.
+    transaction_pooler: bool,
 }
 
 const PG: Dependency = Dependency::Postgres;
@@ -190,6 +205,7 @@ impl PgUserRepository {
             query_timeout: settings.query_timeout(),
             last_success: Arc::new(AtomicU64::new(0)),
             timings,
+            transaction_pooler: settings.transaction_pooler,
         }
     }
 
@@ -384,7 +400,28 @@ impl PgUserRepository {
                 bb8::RunError::TimedOut if self.pool.state().connections > 0 => Failure::Busy,
                 e => Failure::Pool(e),
             })?;
-            query(&mut conn).await.map_err(Failure::Query)
+            if !self.transaction_pooler {
+                return query(&mut conn).await.map_err(Failure::Query);
+            }
+            // Behind a transaction pooler the server connection is ours
+            // only until the transaction ends; the statement's Parse, Bind
+            // and Close all happen before COMMIT. (A statement that opens a
+            // transaction of its own nests as a savepoint.)
+            AnsiTransactionManager::begin_transaction(&mut *conn).await.map_err(Failure::Query)?;
+            match query(&mut conn).await {
+                Ok(value) => {
+                    AnsiTransactionManager::commit_transaction(&mut *conn)
+                        .await
+                        .map_err(Failure::Query)?;
+                    Ok(value)
+                }
+                Err(error) => {
+                    // A failed rollback breaks the connection; the pool
+                    // drops it.
+                    let _ = AnsiTransactionManager::rollback_transaction(&mut *conn).await;
+                    Err(Failure::Query(error))
+                }
+            }
         };
         let system = (PG, "postgresql");
         let result = timed_statement(&self.timings, system, statement, self.query_timeout, work)
