@@ -79,7 +79,8 @@ impl Rpc {
 #[derive(Debug, Clone, Parser)]
 #[command(about = "gRPC load generator for auth-service")]
 struct Args {
-    /// gRPC endpoint (plaintext HTTP/2).
+    /// gRPC endpoint (plaintext HTTP/2); several, comma-separated, for
+    /// replicas of one system: connections are dealt to them in turn.
     #[arg(long, default_value = "http://127.0.0.1:5000")]
     target: String,
     #[arg(long, value_enum, default_value = "get-me")]
@@ -127,9 +128,10 @@ struct Args {
     /// Login flood for --isolation: calls in flight per connection.
     #[arg(long, default_value_t = 16)]
     flood_streams: usize,
-    /// Report the CPU time and RSS of this process (the server) per point.
-    #[arg(long)]
-    server_pid: Option<u32>,
+    /// Report the CPU time and RSS of these processes (the server, or its
+    /// replicas, comma-separated; summed) per point.
+    #[arg(long, value_delimiter = ',')]
+    server_pid: Vec<u32>,
     /// Print one JSON object per point instead of a table.
     #[arg(long)]
     json: bool,
@@ -400,7 +402,7 @@ async fn connect(addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
 
 /// Runs one load shape for warmup + duration and returns what it measured.
 async fn drive(
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     plan: Arc<Plan>,
     connections: usize,
     streams: usize,
@@ -409,8 +411,8 @@ async fn drive(
     duration: Duration,
 ) -> Tally {
     let mut clients = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        clients.push(connect(addr).await);
+    for i in 0..connections {
+        clients.push(connect(addrs[i % addrs.len()]).await);
     }
     let start = Instant::now();
     let measure_from = start + warmup;
@@ -444,6 +446,17 @@ async fn drive(
 }
 
 /// CPU seconds used so far and resident memory of a process, from /proc.
+/// CPU seconds and RSS KiB of every process in `pids`, summed; none when
+/// there are none or one is gone.
+fn servers_usage(pids: &[u32]) -> Option<(f64, u64)> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().try_fold((0.0, 0), |(cpu, rss), pid| {
+        process_usage(*pid).map(|(c, r)| (cpu + c, rss + r))
+    })
+}
+
 fn process_usage(pid: u32) -> Option<(f64, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name; utime and stime are the
@@ -603,15 +616,15 @@ fn parse_points(points: &str) -> Vec<(usize, usize)> {
 /// Measures one point `repeat` times; reports the median run by OK/s.
 async fn measure(
     args: &Args,
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     plan: &Arc<Plan>,
     shape: (usize, usize),
 ) -> PointReport {
     let mut reports = Vec::new();
     for _ in 0..args.repeat.max(1) {
-        let before = args.server_pid.and_then(process_usage);
+        let before = servers_usage(&args.server_pid);
         let tally = drive(
-            addr,
+            addrs,
             Arc::clone(plan),
             shape.0,
             shape.1,
@@ -620,7 +633,7 @@ async fn measure(
             Duration::from_secs(args.duration_secs),
         )
         .await;
-        let after = args.server_pid.and_then(process_usage);
+        let after = servers_usage(&args.server_pid);
         // CPU over the whole run (warmup included) scaled to the measured part.
         let share = args.duration_secs as f64 / (args.duration_secs + args.warmup_secs) as f64;
         let server = before.zip(after).map(|((c0, _), (c1, rss))| ((c1 - c0) * share, rss));
@@ -677,15 +690,24 @@ async fn run(args: Args) {
         tokio::spawn(server);
     }
 
-    let uri: http::Uri = args.target.parse().expect("target URI");
-    let authority = uri.authority().expect("target has host:port").to_string();
-    let addr = tokio::net::lookup_host(&authority)
-        .await
-        .ok()
-        .and_then(|mut a| a.next())
-        .unwrap_or_else(|| panic!("cannot resolve {authority}"));
+    let targets: Vec<&str> = args.target.split(',').map(str::trim).collect();
+    let mut addrs = Vec::new();
+    let mut authority = String::new();
+    for target in &targets {
+        let uri: http::Uri = target.parse().expect("target URI");
+        authority = uri.authority().expect("target has host:port").to_string();
+        addrs.push(
+            tokio::net::lookup_host(&authority)
+                .await
+                .ok()
+                .and_then(|mut a| a.next())
+                .unwrap_or_else(|| panic!("cannot resolve {authority}")),
+        );
+    }
+    let addrs = addrs.as_slice();
 
-    let accounts = setup(&args.target, args.users.max(1)).await;
+    // Replicas share their storage: accounts made through one serve all.
+    let accounts = setup(targets[0], args.users.max(1)).await;
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let plan = |rpc| {
         Arc::new(Plan {
@@ -719,15 +741,15 @@ async fn run(args: Args) {
         vec![(args.connections, args.streams)]
     };
     for shape in shapes {
-        let alone = measure(&args, addr, &main_plan, shape).await;
+        let alone = measure(&args, addrs, &main_plan, shape).await;
         print_point(&format!("{:?}", args.rpc), &alone, args.json);
         if args.isolation {
             let flood_plan = plan(Rpc::Login);
             let flood_shape = (args.flood_connections, args.flood_streams);
-            let flood_args = Args { rate: None, server_pid: None, ..args.clone() };
+            let flood_args = Args { rate: None, server_pid: Vec::new(), ..args.clone() };
             let (with_flood, flood) = tokio::join!(
-                measure(&args, addr, &main_plan, shape),
-                measure(&flood_args, addr, &flood_plan, flood_shape),
+                measure(&args, addrs, &main_plan, shape),
+                measure(&flood_args, addrs, &flood_plan, flood_shape),
             );
             print_point(&format!("{:?}+flood", args.rpc), &with_flood, args.json);
             print_point("Login flood", &flood, args.json);

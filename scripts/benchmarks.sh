@@ -4,7 +4,7 @@
 #   scripts/benchmarks.sh            # all sections
 #   scripts/benchmarks.sh sweep      # one section: ceiling sweep hashing
 #                                    #   isolation tracing memory storage
-#                                    #   login-timing micro
+#                                    #   replicas login-timing micro
 #
 # Needs PostgreSQL and Redis on localhost (the service runs with
 # APP_ENV=local, logging at warn) and ports 5000, 5001, 7070 and 4317 free.
@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-sections=${*:-ceiling sweep hashing isolation tracing memory storage login-timing micro}
+sections=${*:-ceiling sweep hashing isolation tracing memory storage replicas login-timing micro}
 out="target/benchmarks-$(date -u +%Y%m%dT%H%M%SZ).txt"
 mkdir -p target
 exec > >(tee "$out") 2>&1
@@ -114,6 +114,69 @@ for s in $sections; do
       done
     done
     rm -rf target/bench-data
+    ;;
+  replicas)
+    section "Replicas: one, then three sharing PostgreSQL and Redis (standalone, then a 3-master Cluster), GetMe and FindByID at 256 in flight"
+    # On 2 cores three replicas share the same two cores as one: this shows
+    # what running several costs, not how they scale.
+    replica_pids=()
+    cluster_pids=()
+    cluster_dir=$(mktemp -d)
+    stop_replicas() {
+      for p in "${replica_pids[@]}" "${cluster_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+      wait 2>/dev/null || true
+      replica_pids=()
+      cluster_pids=()
+    }
+    start_replicas() { # N ENV=VALUE...
+      local n=$1 i
+      shift
+      stop
+      for ((i = 0; i < n; i++)); do
+        env APP_ENV=local AUTH__LOG__FILTER=warn AUTH__GRPC__ADDR=127.0.0.1:$((5000 + 10 * i)) \
+          AUTH__HTTP__ADDR=127.0.0.1:$((7070 + 10 * i)) "$@" \
+          target/release/auth-service >"target/bench-replica-$i.log" 2>&1 &
+        replica_pids+=($!)
+      done
+      for ((i = 0; i < n; i++)); do
+        until AUTH__HTTP__ADDR=127.0.0.1:$((7070 + 10 * i)) target/release/auth-service healthcheck >/dev/null 2>&1; do
+          sleep 0.05
+        done
+      done
+      targets=$(for ((i = 0; i < n; i++)); do printf 'http://127.0.0.1:%s,' $((5000 + 10 * i)); done)
+      targets=${targets%,}
+      servers=$(IFS=,; echo "${replica_pids[*]}")
+    }
+    for n in 1 3; do
+      start_replicas "$n"
+      echo "$n replica(s), standalone Redis"
+      for rpc in get-me find-by-id; do
+        $loadgen --target "$targets" --rpc "$rpc" --connections 16 --streams 16 --repeat 3 --duration-secs 5 --warmup-secs 1 --server-pid "$servers"
+      done
+      stop_replicas
+    done
+    for port in 7101 7102 7103; do
+      mkdir -p "$cluster_dir/$port"
+      redis-server --port "$port" --bind 127.0.0.1 --dir "$cluster_dir/$port" --save "" --appendonly no \
+        --cluster-enabled yes --cluster-node-timeout 2000 >/dev/null 2>&1 &
+      cluster_pids+=($!)
+    done
+    sleep 0.5
+    redis-cli --cluster create 127.0.0.1:7101 127.0.0.1:7102 127.0.0.1:7103 --cluster-replicas 0 --cluster-yes >/dev/null
+    until redis-cli -p 7101 cluster info | grep -q cluster_state:ok; do sleep 0.1; done
+    for n in 1 3; do
+      cluster_env=(AUTH__REDIS__MODE=cluster "AUTH__REDIS__URLS=redis://127.0.0.1:7101,redis://127.0.0.1:7102,redis://127.0.0.1:7103")
+      start_replicas "$n" "${cluster_env[@]}"
+      echo "$n replica(s), Redis Cluster of 3 masters"
+      for rpc in get-me find-by-id; do
+        $loadgen --target "$targets" --rpc "$rpc" --connections 16 --streams 16 --repeat 3 --duration-secs 5 --warmup-secs 1 --server-pid "$servers"
+      done
+      for p in "${replica_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+      wait "${replica_pids[@]}" 2>/dev/null || true
+      replica_pids=()
+    done
+    stop_replicas
+    rm -rf "$cluster_dir"
     ;;
   login-timing)
     section "Failed-login timing by what failed, without and with the floor"
