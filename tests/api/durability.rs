@@ -13,25 +13,8 @@ use tonic::Code;
 
 use crate::helpers::{
     Backend, Client, PASSWORD, PrivatePostgres, PrivateRedis, TestApp, blocking, registration,
-    unique_email, with_session,
+    retrying, unique_email, with_session,
 };
-
-/// `call`, retried while it answers UNAVAILABLE (as a client's retry policy
-/// would: the first calls after a restart may meet a connection that broke).
-async fn retrying<T, Fut>(mut call: impl FnMut() -> Fut) -> Result<T, tonic::Status>
-where
-    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-{
-    for _ in 0..30 {
-        match call().await {
-            Err(status) if status.code() == Code::Unavailable => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            other => return other.map(tonic::Response::into_inner),
-        }
-    }
-    call().await.map(tonic::Response::into_inner)
-}
 
 /// Logs in (retrying UNAVAILABLE); the user's uuid.
 async fn login_uuid(client: &Client, email: &str) -> String {

@@ -561,6 +561,43 @@ pub fn reroute(url: &str, addr: SocketAddr) -> String {
     format!("{scheme}://{userinfo}{addr}{path}")
 }
 
+/// The call as a gRPC client with a retry policy makes it: retried on
+/// UNAVAILABLE after a short pause (the service's UNAVAILABLE carries a
+/// retry-after), and retried transparently when it never left the client.
+pub async fn retrying<T, Fut>(mut call: impl FnMut() -> Fut) -> Result<T, tonic::Status>
+where
+    Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    let mut attempts = 0;
+    loop {
+        match call().await {
+            Err(status)
+                if (status.code() == tonic::Code::Unavailable || never_sent(&status))
+                    && attempts < 60 =>
+            {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other.map(tonic::Response::into_inner),
+        }
+    }
+}
+
+/// A call hyper never wrote because its connection closed first (a
+/// replica's GOAWAY raced it): tonic answers CANCELLED; gRPC's transparent
+/// retry (grpc-go, grpc-java) sends such calls again, as the server never
+/// saw them.
+fn never_sent(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if let Some(hyper) = error.downcast_ref::<hyper::Error>() {
+            return hyper.is_canceled();
+        }
+        source = error.source();
+    }
+    false
+}
+
 // ---- the binary as a child process ----
 
 /// The built `auth-service` binary, started on loopback ephemeral ports with
