@@ -124,7 +124,8 @@ for s in $sections; do
     cluster_dir=$(mktemp -d)
     stop_replicas() {
       for p in "${replica_pids[@]}" "${cluster_pids[@]}"; do kill "$p" 2>/dev/null || true; done
-      wait 2>/dev/null || true
+      # Only these: a bare `wait` would also wait for the output's tee.
+      for p in "${replica_pids[@]}" "${cluster_pids[@]}"; do wait "$p" 2>/dev/null || true; done
       replica_pids=()
       cluster_pids=()
     }
