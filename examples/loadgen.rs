@@ -452,9 +452,8 @@ fn servers_usage(pids: &[u32]) -> Option<(f64, u64)> {
     if pids.is_empty() {
         return None;
     }
-    pids.iter().try_fold((0.0, 0), |(cpu, rss), pid| {
-        process_usage(*pid).map(|(c, r)| (cpu + c, rss + r))
-    })
+    pids.iter()
+        .try_fold((0.0, 0), |(cpu, rss), pid| process_usage(*pid).map(|(c, r)| (cpu + c, rss + r)))
 }
 
 fn process_usage(pid: u32) -> Option<(f64, u64)> {
