@@ -25,7 +25,7 @@ use crate::{
     helpers::{
         Backend, Client, PASSWORD, TestApp, blocking, login, register, unique_email, with_session,
     },
-    redis_servers::{RedisCluster, RedisSentinels, SENTINEL_MASTER},
+    redis_servers::{RedisCluster, RedisSentinels, SENTINEL_MASTER, SENTINEL_SET_PASSWORD},
 };
 
 async fn live(client: &mut Client, session: &str) -> bool {
@@ -149,6 +149,9 @@ async fn a_sentinel_failover_costs_only_its_window_and_keeps_sessions() {
         s.redis.mode = RedisMode::Sentinel;
         s.redis.urls = SecretUrl::new(sentinels);
         s.redis.sentinel_master = SENTINEL_MASTER.into();
+        // The master's password (and database) come from `redis.url`; its
+        // host is what the sentinels name.
+        s.redis.url = SecretUrl::new(format!("redis://:{SENTINEL_SET_PASSWORD}@unused:6379/0"));
     })
     .await;
     let mut client = app.client();
@@ -159,7 +162,8 @@ async fn a_sentinel_failover_costs_only_its_window_and_keeps_sessions() {
         sessions.push(login(&mut client, &email, PASSWORD).await.1);
     }
     // Replicated before the master goes: WAIT for the replica's ack.
-    let acked = set.master.cli(&["wait", "1", "2000"]);
+    let acked =
+        set.master.cli(&["-a", SENTINEL_SET_PASSWORD, "--no-auth-warning", "wait", "1", "2000"]);
     assert_eq!(acked.trim(), "1", "the replica acknowledged the writes");
 
     // GetMe in a loop from 8 callers while the master is killed.

@@ -139,8 +139,11 @@ impl RedisCluster {
 
 pub const SENTINEL_MASTER: &str = "authmaster";
 
-/// A master, one replica, and three sentinels that fail over after the
-/// master has been silent for a second.
+/// The data servers' password in the sentinel set.
+pub const SENTINEL_SET_PASSWORD: &str = "sentinel-set-secret";
+
+/// A master, one replica (both password-protected), and three sentinels
+/// that fail over after the master has been silent for a second.
 pub struct RedisSentinels {
     pub master: RedisProcess,
     pub replica: RedisProcess,
@@ -149,18 +152,21 @@ pub struct RedisSentinels {
 
 impl RedisSentinels {
     pub fn start() -> Self {
-        let master = RedisProcess::start("redis-master", None, &[]);
+        let auth = ["--requirepass", SENTINEL_SET_PASSWORD, "--masterauth", SENTINEL_SET_PASSWORD];
+        let master = RedisProcess::start("redis-master", None, &auth);
+        let master_port = master.port.to_string();
         let replica = RedisProcess::start(
             "redis-replica",
             None,
-            &["--replicaof", "127.0.0.1", &master.port.to_string()],
+            &[&auth[..], &["--replicaof", "127.0.0.1", &master_port]].concat(),
         );
         let config = format!(
             "port {{port}}\n\
              sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {} 2\n\
              sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
              sentinel failover-timeout {SENTINEL_MASTER} 5000\n\
-             sentinel parallel-syncs {SENTINEL_MASTER} 1\n",
+             sentinel parallel-syncs {SENTINEL_MASTER} 1\n\
+             sentinel auth-pass {SENTINEL_MASTER} {SENTINEL_SET_PASSWORD}\n",
             master.port
         );
         let sentinels: Vec<RedisProcess> = (0..3)
@@ -171,8 +177,10 @@ impl RedisSentinels {
         // the other sentinels (they find each other through the master).
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let synced =
-                set.replica.cli(&["info", "replication"]).contains("master_link_status:up");
+            let synced = set
+                .replica
+                .cli(&["-a", SENTINEL_SET_PASSWORD, "--no-auth-warning", "info", "replication"])
+                .contains("master_link_status:up");
             let known = set.sentinels.iter().all(|s| {
                 let info = s.cli(&["sentinel", "master", SENTINEL_MASTER]);
                 field(&info, "num-slaves") == Some("1")

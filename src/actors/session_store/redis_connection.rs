@@ -5,7 +5,9 @@
 //! - `standalone`: one server at `redis.url` (bb8-redis' own connector).
 //! - `sentinel`: the master of `redis.sentinel_master`, found by asking the
 //!   sentinels of `redis.urls` on every new connection, so after a failover
-//!   the pool's replacement connections go to the promoted replica.
+//!   the pool's replacement connections go to the promoted replica. The
+//!   master's password and database are those of `redis.url` (whose host
+//!   the sentinels' answer replaces).
 //! - `cluster`: a cluster connection seeded from `redis.urls`; it learns the
 //!   slot map and sends each command to the node holding its key's slot.
 //!
@@ -18,11 +20,12 @@ use bb8_redis::{
     RedisConnectionManager,
     bb8::ManageConnection,
     redis::{
-        self, AsyncConnectionConfig, Cmd, Pipeline, RedisError, RedisFuture, Value,
+        self, AsyncConnectionConfig, Cmd, IntoConnectionInfo as _, Pipeline, RedisError,
+        RedisFuture, Value,
         aio::{ConnectionLike, MultiplexedConnection},
         cluster::{ClusterClient, ClusterClientBuilder},
         cluster_async::ClusterConnection,
-        sentinel::{SentinelClient, SentinelServerType},
+        sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType},
     },
 };
 use tokio::sync::Mutex;
@@ -86,12 +89,17 @@ impl RedisConnector {
             RedisMode::Standalone => {
                 Self::Standalone(RedisConnectionManager::new(settings.url.expose())?)
             }
-            RedisMode::Sentinel => Self::Sentinel(Mutex::new(SentinelClient::build(
-                settings.seed_urls(),
-                settings.sentinel_master.clone(),
-                None,
-                SentinelServerType::Master,
-            )?)),
+            RedisMode::Sentinel => {
+                let master = settings.url.expose().into_connection_info()?;
+                let master = SentinelNodeConnectionInfo::default()
+                    .set_redis_connection_info(master.redis_settings().clone());
+                Self::Sentinel(Mutex::new(SentinelClient::build(
+                    settings.seed_urls(),
+                    settings.sentinel_master.clone(),
+                    Some(master),
+                    SentinelServerType::Master,
+                )?))
+            }
             RedisMode::Cluster => Self::Cluster(
                 ClusterClientBuilder::new(settings.seed_urls())
                     .connection_timeout(settings.connect_timeout())
