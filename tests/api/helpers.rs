@@ -583,15 +583,21 @@ where
     }
 }
 
-/// A call hyper never wrote because its connection closed first (a
-/// replica's GOAWAY raced it): tonic answers CANCELLED; gRPC's transparent
-/// retry (grpc-go, grpc-java) sends such calls again, as the server never
-/// saw them.
+/// A call the server never processed, which gRPC's transparent retry
+/// (grpc-go, grpc-java) sends again: hyper never wrote it because its
+/// connection closed first (tonic answers CANCELLED), or it was opened past
+/// the last stream a gracefully stopping server's GOAWAY (NO_ERROR) said it
+/// would process (tonic answers INTERNAL).
 fn never_sent(status: &tonic::Status) -> bool {
     let mut source = std::error::Error::source(status);
     while let Some(error) = source {
-        if let Some(hyper) = error.downcast_ref::<hyper::Error>() {
-            return hyper.is_canceled();
+        if let Some(hyper) = error.downcast_ref::<hyper::Error>()
+            && hyper.is_canceled()
+        {
+            return true;
+        }
+        if let Some(h2) = error.downcast_ref::<h2::Error>() {
+            return h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR);
         }
         source = error.source();
     }
