@@ -485,20 +485,17 @@ impl RedisSessionRepository {
         let keys: Vec<String> = digests.iter().map(|d| self.session_key(d)).collect();
         let rows: Vec<Fields> = self
             .run("read_sessions", async |conn| {
-                try_join_all(keys.iter().map(|key| {
-                    let mut conn = conn.clone();
-                    async move {
-                        redis::cmd("HMGET")
-                            .arg(key)
-                            .arg("uid")
-                            .arg("created")
-                            .arg("seen")
-                            .arg("addr")
-                            .arg("ua")
-                            .query_async::<Fields>(&mut conn)
-                            .await
-                    }
-                }))
+                each_key(conn, &keys, |mut conn, key| async move {
+                    redis::cmd("HMGET")
+                        .arg(key)
+                        .arg("uid")
+                        .arg("created")
+                        .arg("seen")
+                        .arg("addr")
+                        .arg("ua")
+                        .query_async::<Fields>(&mut conn)
+                        .await
+                })
                 .await
             })
             .await?;
@@ -565,11 +562,8 @@ impl RedisSessionRepository {
             .run("end_user_sessions", async |conn| {
                 let mut unindex = conn.clone();
                 let (deleted, ()) = tokio::try_join!(
-                    try_join_all(keys.iter().map(|key| {
-                        let mut conn = conn.clone();
-                        async move { conn.del::<_, u32>(key).await }
-                    })),
-                    unindex.zrem::<_, _, ()>(&index, &doomed),
+                    each_key(conn, &keys, |mut conn, key| async move { conn.del(key).await }),
+                    unindex.zrem(&index, &doomed),
                 )?;
                 Ok(deleted)
             })
@@ -660,11 +654,10 @@ impl RedisSessionRepository {
         self.run(OP, async |conn| {
             // Two keys, two slots on a Cluster: sent side by side.
             let keys = std::iter::once(&by_id).chain(by_email.as_ref());
-            try_join_all(keys.map(|key| {
-                let mut conn = conn.clone();
-                let json = &json;
-                async move { conn.set_ex::<_, _, ()>(key, json, ttl).await }
-            }))
+            let json = &json;
+            each_key(conn, keys, |mut conn, key| async move {
+                conn.set_ex::<_, _, ()>(key, json, ttl).await
+            })
             .await
             .map(drop)
         })
@@ -691,10 +684,9 @@ impl RedisSessionRepository {
         }
         let keys: Vec<String> = digests.iter().map(|d| self.session_key(d)).collect();
         self.run("invalidate_session_users", async |conn| {
-            try_join_all(keys.iter().map(|key| {
-                let mut conn = conn.clone();
-                async move { conn.hdel::<_, _, ()>(key, &["user", "cu"]).await }
-            }))
+            each_key(conn, &keys, |mut conn, key| async move {
+                conn.hdel::<_, _, ()>(key, &["user", "cu"]).await
+            })
             .await
             .map(drop)
         })
@@ -768,21 +760,18 @@ impl RedisSessionRepository {
             Outcome::Failed => {
                 self.run("count_login_attempt", async |conn| {
                     // A pipeline per counter (one slot each), side by side.
-                    try_join_all([&address_key, &account_key].map(|counter| {
-                        let mut conn = conn.clone();
-                        async move {
-                            redis::pipe()
-                                .incr(counter, 1)
-                                .ignore()
-                                .cmd("EXPIRE")
-                                .arg(counter)
-                                .arg(window)
-                                .arg("NX")
-                                .ignore()
-                                .query_async::<()>(&mut conn)
-                                .await
-                        }
-                    }))
+                    each_key(conn, [&address_key, &account_key], |mut conn, counter| async move {
+                        redis::pipe()
+                            .incr(counter, 1)
+                            .ignore()
+                            .cmd("EXPIRE")
+                            .arg(counter)
+                            .arg(window)
+                            .arg("NX")
+                            .ignore()
+                            .query_async::<()>(&mut conn)
+                            .await
+                    })
                     .await
                     .map(drop)
                 })
@@ -912,4 +901,18 @@ fn classify(operation: &'static str, err: RedisError) -> DependencyError {
         // I/O, timeouts, LOADING, READONLY, auth changes...: Redis trouble.
         _ => DependencyError::outage(REDIS, operation, err),
     }
+}
+
+/// Sends `command` once per key, side by side on the multiplexed
+/// connection: one round trip on a single node, one per node in parallel on
+/// a Cluster, and never a multi-key command that would cross slots.
+async fn each_key<K, T, Reply>(
+    conn: &RedisConn,
+    keys: impl IntoIterator<Item = K>,
+    command: impl Fn(RedisConn, K) -> Reply,
+) -> Result<Vec<T>, RedisError>
+where
+    Reply: Future<Output = Result<T, RedisError>>,
+{
+    try_join_all(keys.into_iter().map(|key| command(conn.clone(), key))).await
 }
