@@ -12,9 +12,10 @@ use auth_service::{
 use tonic::Code;
 
 use crate::helpers::{
-    Backend, Client, PASSWORD, PrivatePostgres, PrivateRedis, TestApp, blocking, registration,
-    retrying, unique_email, with_session,
+    Backend, Client, PASSWORD, PrivatePostgres, TestApp, blocking, registration, retrying,
+    unique_email, with_session,
 };
+use crate::redis_servers::RedisProcess;
 
 /// Logs in (retrying UNAVAILABLE); the user's uuid.
 async fn login_uuid(client: &Client, email: &str) -> String {
@@ -112,7 +113,7 @@ async fn no_acknowledged_registration_is_lost_when_postgres_crashes_mid_run() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sessions_survive_a_redis_crash_with_aof_persistence() {
-    let mut redis = blocking(PrivateRedis::start);
+    let mut redis = blocking(RedisProcess::durable);
     let url = redis.url();
     let app = TestApp::spawn_with(Backend::External, |s| {
         s.redis.url = SecretUrl::new(url);
@@ -133,7 +134,7 @@ async fn sessions_survive_a_redis_crash_with_aof_persistence() {
     }
 
     redis = blocking(move || {
-        redis.crash();
+        redis.kill();
         redis.resume();
         redis
     });

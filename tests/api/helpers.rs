@@ -991,67 +991,6 @@ impl Drop for PgBouncer {
     }
 }
 
-/// A Redis server of the test's own with AOF persistence fsynced on every
-/// write, on a free loopback port: it may be killed and started again.
-pub struct PrivateRedis {
-    dir: std::path::PathBuf,
-    pub port: u16,
-    child: Option<std::process::Child>,
-}
-
-impl PrivateRedis {
-    pub fn start() -> Self {
-        let dir =
-            std::env::temp_dir().join(format!("auth-redis-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).expect("redis dir");
-        let mut server = Self { dir, port: free_port(), child: None };
-        server.resume();
-        server
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts (again) on the same directory and waits until it answers.
-    pub fn resume(&mut self) {
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                &path(&self.dir),
-            ])
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server (Debian's redis-server package)");
-        self.child = Some(child);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "redis did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGKILL: what the AOF holds is all that survives.
-    pub fn crash(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.crash();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn path(p: &std::path::Path) -> String {
     p.to_string_lossy().into_owned()
 }

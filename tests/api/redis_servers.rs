@@ -1,9 +1,10 @@
-//! Redis topologies of a test's own, from Debian's `redis-server` (which
-//! also runs as a sentinel): a 3-master Cluster, and a master with a
-//! replica watched by 3 sentinels. Every process listens on a free loopback
+//! Redis servers of a test's own, from Debian's `redis-server` (which also
+//! runs as a sentinel): a single durable server, a 3-master Cluster, and a
+//! master with a replica watched by 3 sentinels. Every process listens on a free loopback
 //! port, lives in a temporary directory, and is killed when its value drops.
 
 use std::{
+    ffi::OsString,
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -15,8 +16,13 @@ use crate::helpers::free_port;
 pub struct RedisProcess {
     pub port: u16,
     dir: PathBuf,
+    /// Everything after `redis-server`, kept for [`RedisProcess::resume`].
+    args: Vec<OsString>,
     child: Option<Child>,
 }
+
+/// Data servers of the topologies keep nothing on disk.
+const EPHEMERAL: [&str; 4] = ["--save", "", "--appendonly", "no"];
 
 impl RedisProcess {
     /// Starts `redis-server <args>` in a new directory and waits until its
@@ -27,29 +33,42 @@ impl RedisProcess {
             std::env::temp_dir().join(format!("auth-{name}-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("redis dir");
         let port = free_port();
-        let mut command = Command::new("redis-server");
-        let sentinel = config.is_some();
+        let mut command_line: Vec<OsString> = Vec::new();
         if let Some(config) = config {
             let file = dir.join("redis.conf");
             std::fs::write(&file, config.replace("{port}", &port.to_string())).expect("redis.conf");
-            command.arg(&file);
+            command_line.push(file.into());
         }
-        let child = command
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .arg("--dir")
-            .arg(&dir)
-            .args(args)
-            // Data servers keep nothing on disk; a sentinel has no dataset.
-            .args(if sentinel { &[][..] } else { &["--save", "", "--appendonly", "no"][..] })
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (Debian's redis-server package)");
-        let process = Self { port, dir, child: Some(child) };
-        process.wait_listening();
+        command_line.extend(
+            ["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"].map(OsString::from),
+        );
+        command_line.push(dir.clone().into());
+        command_line.extend(args.iter().map(OsString::from));
+        let mut process = Self { port, dir, args: command_line, child: None };
+        process.resume();
         process
     }
 
-    fn wait_listening(&self) {
+    /// A single server whose every write is on disk before it is
+    /// acknowledged (AOF, fsync always): what it acknowledged survives a
+    /// [`kill`](Self::kill) and a [`resume`](Self::resume).
+    pub fn durable() -> Self {
+        Self::start(
+            "redis",
+            None,
+            &["--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+        )
+    }
+
+    /// Starts the server (again) with the same command line and directory,
+    /// and waits until its port accepts connections.
+    pub fn resume(&mut self) {
+        let child = Command::new("redis-server")
+            .args(&self.args)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian's redis-server package)");
+        self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(Instant::now() < deadline, "redis-server on {} did not start", self.port);
@@ -99,7 +118,11 @@ impl RedisCluster {
                 RedisProcess::start(
                     "redis-cluster",
                     None,
-                    &["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"],
+                    &[
+                        &EPHEMERAL[..],
+                        &["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"],
+                    ]
+                    .concat(),
                 )
             })
             .collect();
@@ -152,7 +175,11 @@ pub struct RedisSentinels {
 
 impl RedisSentinels {
     pub fn start() -> Self {
-        let auth = ["--requirepass", SENTINEL_SET_PASSWORD, "--masterauth", SENTINEL_SET_PASSWORD];
+        let auth = [
+            &EPHEMERAL[..],
+            &["--requirepass", SENTINEL_SET_PASSWORD, "--masterauth", SENTINEL_SET_PASSWORD],
+        ]
+        .concat();
         let master = RedisProcess::start("redis-master", None, &auth);
         let master_port = master.port.to_string();
         let replica = RedisProcess::start(
