@@ -24,7 +24,7 @@ use diesel::{
 };
 use diesel_async::{
     AnsiTransactionManager, AsyncConnection as _, AsyncPgConnection, RunQueryDsl,
-    TransactionManager as _,
+    SimpleAsyncConnection as _, TransactionManager as _,
     pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, PoolError, RecyclingMethod},
 };
 use prometheus::HistogramVec;
@@ -152,16 +152,7 @@ fn build_pool(settings: &PostgresSettings, max_size: u32, failures: ConnectFailu
     // checkout would double the round-trips of every query.
     config.recycling_method = RecyclingMethod::Fast;
     if settings.transaction_pooler {
-        // Each statement is prepared, run and closed inside its transaction
-        // (see `PgUserRepository::run`): a cached prepared statement would
-        // be looked for on whichever server the pooler hands out next.
-        config.custom_setup = Box::new(|url| {
-            Box::pin(async move {
-                let mut conn = AsyncPgConnection::establish(url).await?;
-                conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
-                Ok(conn)
-            })
-        });
+        config.custom_setup = Box::new(|url| Box::pin(connect_through_pooler(url)));
     }
     let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
         settings.url_with_connect_timeout(),
@@ -177,6 +168,30 @@ fn build_pool(settings: &PostgresSettings, max_size: u32, failures: ConnectFailu
         // Let a replica shed idle connections after a burst.
         .idle_timeout(Some(Duration::from_secs(300)))
         .build_unchecked(Watched { inner: manager, failures })
+}
+
+/// A connection for a pooler in transaction mode, where the server behind
+/// a connection can change at every transaction boundary, and outside a
+/// transaction at every Sync. diesel-async's setup runs two prepared
+/// statements (time zone, encoding) outside any transaction: a Parse could
+/// reach one server and its Bind another ("prepared statement does not
+/// exist"), failing the connect. Here the setup runs inside a transaction
+/// of its own, which holds one server throughout; the pooler replays the
+/// two settings on whichever server serves the connection later. After it,
+/// each statement is prepared, run and closed inside its transaction (see
+/// `PgUserRepository::run`), so no statement is cached.
+async fn connect_through_pooler(url: &str) -> ConnectionResult<AsyncPgConnection> {
+    let failed = |e: tokio_postgres::Error| ConnectionError::BadConnection(e.to_string());
+    let (client, connection) =
+        tokio_postgres::connect(url, tokio_postgres::NoTls).await.map_err(failed)?;
+    // Ends when the client is dropped or the server goes away; the client's
+    // calls then fail and the pool drops the connection.
+    tokio::spawn(connection);
+    client.batch_execute("BEGIN").await.map_err(failed)?;
+    let mut conn = AsyncPgConnection::try_from(client).await?;
+    conn.batch_execute("COMMIT").await.map_err(ConnectionError::CouldntSetupConfiguration)?;
+    conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
+    Ok(conn)
 }
 
 #[derive(Clone)]
