@@ -87,6 +87,13 @@ async fn a_primary_failover_is_an_outage_survived_without_a_restart() {
         primary.psql("ALTER SYSTEM SET synchronous_standby_names = '*'");
         primary.psql("SELECT pg_reload_conf()");
         assert_eq!(replica.psql("SELECT pg_is_in_recovery()"), "t", "a streaming replica");
+        // The reload reaches the primary's processes asynchronously; until
+        // the replica is listed as synchronous, commits need not wait for it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while primary.psql("SELECT sync_state FROM pg_stat_replication") != "sync" {
+            assert!(Instant::now() < deadline, "the replica never became synchronous");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         (primary, replica)
     });
     let address = primary.port;
@@ -145,9 +152,14 @@ async fn a_primary_failover_is_an_outage_survived_without_a_restart() {
     // Every acknowledged registration was on the replica before the
     // primary went: it logs in on the promoted one.
     let mut client = app.client();
-    for (_, email, _) in outcomes.iter().filter(|(.., answer)| answer.is_ok()) {
+    for (at, email, _) in outcomes.iter().filter(|(.., answer)| answer.is_ok()) {
         let login = LoginRequest { email: email.clone(), password: PASSWORD.into() };
-        client.login(login).await.unwrap_or_else(|s| panic!("{email} acknowledged: {s:?}"));
+        client.login(login).await.unwrap_or_else(|s| {
+            panic!(
+                "{email}, acknowledged at {at:?} (primary stopped at {stopped_at:?}, \
+                 back at {back_at:?}): {s:?}"
+            )
+        });
     }
     drop(app);
     blocking(move || drop(new_primary));

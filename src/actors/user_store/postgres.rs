@@ -244,7 +244,7 @@ impl PgUserRepository {
             avatar: new.avatar.as_ref().map(|a| a.as_str()),
         };
         let result = self
-            .run("insert_user", async |conn| {
+            .write("insert_user", async |conn| {
                 diesel::insert_into(users::table)
                     .values(&row)
                     .returning(UserRow::as_returning())
@@ -327,7 +327,7 @@ impl PgUserRepository {
     /// and is not found by lookups.
     pub async fn set_disabled(&self, id: UserId, disabled: bool) -> Result<(), DependencyError> {
         const OP: &str = "set_disabled";
-        self.run(OP, async |conn| {
+        self.write(OP, async |conn| {
             if disabled {
                 diesel::insert_into(user_blocks::table)
                     .values(user_blocks::user_id.eq(id.as_uuid()))
@@ -351,7 +351,7 @@ impl PgUserRepository {
         old: &PasswordHash,
         new: &PasswordHash,
     ) -> Result<bool, DependencyError> {
-        self.run("update_password_hash", async |conn| {
+        self.write("update_password_hash", async |conn| {
             diesel::update(
                 users::table
                     .filter(users::user_id.eq(id.as_uuid()))
@@ -368,7 +368,7 @@ impl PgUserRepository {
 
     /// Makes the account with this email an admin; `None` if there is none.
     pub async fn promote_to_admin(&self, email: &Email) -> Result<Option<User>, DependencyError> {
-        self.run("promote_user", async |conn| {
+        self.write("promote_user", async |conn| {
             diesel::update(users::table.filter(lower_text(users::email).eq(email.as_str())))
                 .set(users::role.eq(DbRole::Admin))
                 .returning(UserRow::as_returning())
@@ -398,6 +398,34 @@ impl PgUserRepository {
         statement: &'static str,
         query: impl AsyncFnOnce(&mut AsyncPgConnection) -> QueryResult<T>,
     ) -> Result<T, Failure> {
+        self.run_in(statement, self.transaction_pooler, query).await
+    }
+
+    /// [`Self::run`] for a statement that writes: acknowledged only once its
+    /// COMMIT is. tokio-postgres completes a statement at its
+    /// CommandComplete, which PostgreSQL sends before the statement's
+    /// implicit transaction commits (at the following Sync, where it also
+    /// waits for a synchronous replica). A server killed in between flushes
+    /// that CommandComplete on its way out, so the write would be reported
+    /// done and then be missing after recovery, or on the promoted replica
+    /// (both seen in the crash and failover tests). An explicit COMMIT
+    /// answers only after the commit, replication included: two round trips
+    /// more, on write paths that each follow an argon2 hash or an admin
+    /// action.
+    async fn write<T>(
+        &self,
+        statement: &'static str,
+        query: impl AsyncFnOnce(&mut AsyncPgConnection) -> QueryResult<T>,
+    ) -> Result<T, Failure> {
+        self.run_in(statement, true, query).await
+    }
+
+    async fn run_in<T>(
+        &self,
+        statement: &'static str,
+        in_transaction: bool,
+        query: impl AsyncFnOnce(&mut AsyncPgConnection) -> QueryResult<T>,
+    ) -> Result<T, Failure> {
         let called = uptime_ms();
         let work = async {
             let connect_failed = self.failures.next();
@@ -415,9 +443,10 @@ impl PgUserRepository {
                 bb8::RunError::TimedOut if self.pool.state().connections > 0 => Failure::Busy,
                 e => Failure::Pool(e),
             })?;
-            if !self.transaction_pooler {
+            if !in_transaction {
                 return query(&mut conn).await.map_err(Failure::Query);
             }
+            // A write is acknowledged when its COMMIT is (see `write`).
             // Behind a transaction pooler the server connection is ours
             // only until the transaction ends; the statement's Parse, Bind
             // and Close all happen before COMMIT. (A statement that opens a
