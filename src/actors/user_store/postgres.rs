@@ -179,7 +179,7 @@ fn build_pool(settings: &PostgresSettings, max_size: u32, failures: ConnectFailu
 /// of its own, which holds one server throughout; the pooler replays the
 /// two settings on whichever server serves the connection later. After it,
 /// each statement is prepared, run and closed inside its transaction (see
-/// `PgUserRepository::run`), so no statement is cached.
+/// `PgUserRepository::run_in`), so no statement is cached.
 async fn connect_through_pooler(url: &str) -> ConnectionResult<AsyncPgConnection> {
     let failed = |e: tokio_postgres::Error| ConnectionError::BadConnection(e.to_string());
     let (client, connection) =
@@ -391,8 +391,8 @@ impl PgUserRepository {
         .map_err(|f| f.classify("ping"))
     }
 
-    /// Checks out a connection and runs `query` on it within the
-    /// configured timeout, in a span, timed.
+    /// A statement that only reads (see [`Self::run_in`]); in a transaction
+    /// of its own only behind a transaction pooler.
     async fn run<T>(
         &self,
         statement: &'static str,
@@ -420,6 +420,9 @@ impl PgUserRepository {
         self.run_in(statement, true, query).await
     }
 
+    /// Checks out a connection and runs `query` on it, inside a transaction
+    /// when `in_transaction`, within the configured timeout, in a span,
+    /// timed.
     async fn run_in<T>(
         &self,
         statement: &'static str,
