@@ -33,7 +33,9 @@ RUN touch src/main.rs src/lib.rs \
 FROM ${RUNTIME_IMAGE}
 WORKDIR /app
 COPY --from=build /src/target/release/auth-service /app/auth-service
-COPY config /app/config
+# No config/ beside it: the APP_ENV layers are built into the binary; mount
+# files at /app/config (or name a directory with AUTH__CONFIG_DIR) to
+# override them.
 # Writable by the service's user: embedded storage's default data directory
 # (AUTH__STORAGE__BACKEND=embedded; mount a volume here to keep it).
 COPY --from=build --chown=65532:65532 /out/data /app/data

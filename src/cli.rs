@@ -1,4 +1,5 @@
-//! Command line: `serve` (the default), `migrate`, and `admin create`.
+//! Command line: `serve` (the default), `migrate`, `admin`, `config` and
+//! `healthcheck`.
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 
@@ -13,7 +14,7 @@ use crate::{
             sqlite,
         },
     },
-    config::{Settings, StorageBackend},
+    config::{self, Inputs, Resolved, Settings, SettingsError, StorageBackend},
     domain::{Email, NewUser, Password, PersonName, Role, User, UserId},
     error::DependencyError,
 };
@@ -23,13 +24,32 @@ use crate::{
 /// with no configuration at all, on embedded storage (a SQLite file under
 /// ./data, sessions in memory) for development.
 ///
-/// Configuration: config/default.toml (embedded), then config/$APP_ENV.toml
-/// (local, docker, production: PostgreSQL + Redis), then AUTH__SECTION__KEY
-/// environment variables, e.g. AUTH__GRPC__ADDR=0.0.0.0:5000,
-/// AUTH__STORAGE__BACKEND=external, AUTH__POSTGRES__URL=postgres://...
+/// Configuration, in layers, each overriding the one before:
+///   1. the built-in defaults (embedded storage);
+///   2. <config dir>/default.toml, if present;
+///   3. the built-in layer APP_ENV names: local, docker or production, which
+///      select PostgreSQL + Redis. They are compiled in, so APP_ENV means the
+///      same wherever the binary runs; another value needs a file (4);
+///   4. <config dir>/$APP_ENV.toml, if present;
+///   5. AUTH__<SECTION>__<KEY> environment variables, e.g.
+///      AUTH__GRPC__ADDR=0.0.0.0:5000, AUTH__POSTGRES__URL=postgres://...;
+///      RUST_LOG overrides log.filter.
+///
+/// The config dir is --config-dir, AUTH__CONFIG_DIR, or ./config if it
+/// exists. An unknown key, an unknown APP_ENV or a variable that looks like
+/// a setting but is not one (AUTH_SESSION__TTL_SECS) stops the start.
+/// APP_ENV=production refuses unsafe settings (embedded storage, the sample
+/// URLs and credentials, public lookups, debug logging) unless
+/// AUTH__UNSAFE__ALLOW names their keys. `auth-service config` shows every
+/// effective value and where it came from; `config --check` fails on what
+/// the start would refuse.
 #[derive(Debug, Parser)]
 #[command(name = "auth-service", version, about, long_about)]
 pub struct Cli {
+    /// Directory of configuration files (default.toml, <APP_ENV>.toml) that
+    /// override the built-in layers; must exist. Default: ./config, if any.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub config_dir: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -43,6 +63,10 @@ pub enum Command {
     /// Manage admin accounts.
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Print every effective setting, one per line, with the layer it came
+    /// from (built-in default, built-in APP_ENV layer, file, environment
+    /// variable); passwords, keys and tokens redacted.
+    Config(ConfigArgs),
     /// Exit 0 if the local service reports ready on /health/ready, else 1
     /// (for container HEALTHCHECKs: the image has no curl).
     Healthcheck,
@@ -63,6 +87,14 @@ pub enum AdminCommand {
     Disable(AccountArgs),
     /// Enable a disabled account again.
     Enable(AccountArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Print nothing but the verdict: exit non-zero on exactly what the
+    /// service would refuse to start with (for deploy pipelines).
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Debug, Args)]
@@ -105,6 +137,32 @@ pub enum CliError {
     Runtime(#[from] std::io::Error),
     #[error(transparent)]
     EmbeddedStorage(#[from] sqlite::OpenError),
+    #[error("configuration error: {0}")]
+    Settings(#[from] SettingsError),
+}
+
+/// `auth-service config [--check]`: the report on standard output (not with
+/// `--check`); the start's verdict decides the result.
+pub fn config(inputs: &Inputs, args: &ConfigArgs) -> Result<String, CliError> {
+    if !args.check {
+        let resolved = Resolved::read(inputs)?;
+        let _ = write!(std::io::stdout(), "{}", config::render(&resolved));
+    }
+    let loaded = Settings::load(inputs)?;
+    for warning in &loaded.warnings {
+        let _ = writeln!(std::io::stderr(), "warning: {warning}");
+    }
+    let allowed: Vec<&str> = loaded.allowed.iter().map(|r| r.key).collect();
+    Ok(format!(
+        "# configuration OK: APP_ENV={}, storage {}{}",
+        loaded.resolved.app_env.as_deref().unwrap_or("(unset)"),
+        loaded.settings.storage.backend,
+        if allowed.is_empty() {
+            String::new()
+        } else {
+            format!(", unsafe settings allowed: {}", allowed.join(", "))
+        }
+    ))
 }
 
 /// `auth-service migrate`: blocking, so run it before any async runtime.

@@ -6,7 +6,7 @@ use std::{io::Write as _, process::ExitCode};
 use auth_service::{
     app::Application,
     cli::{self, AdminCommand, Cli, Command},
-    config::Settings,
+    config::{Inputs, Loaded, Settings},
     telemetry,
 };
 use clap::Parser as _;
@@ -17,28 +17,35 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let settings = match Settings::load(std::env::var("APP_ENV").ok().as_deref()) {
-        Ok(settings) => settings,
+    let inputs = Inputs::from_process(cli.config_dir);
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::Config(args) = &command {
+        return report(cli::config(&inputs, args));
+    }
+    let loaded = match Settings::load(&inputs) {
+        Ok(loaded) => loaded,
         Err(e) => return fail(&format!("configuration error: {e}")),
     };
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(settings),
-        Command::Migrate => report(cli::migrate(&settings)),
-        Command::Admin(AdminCommand::Create(args)) => report(cli::admin_create(&settings, args)),
+    let settings = &loaded.settings;
+    match command {
+        Command::Serve => serve(loaded),
+        Command::Migrate => report(cli::migrate(settings)),
+        Command::Admin(AdminCommand::Create(args)) => report(cli::admin_create(settings, args)),
         Command::Admin(AdminCommand::Revoke(args)) => {
-            report(cli::admin_account(&settings, cli::AccountAction::Revoke, &args))
+            report(cli::admin_account(settings, cli::AccountAction::Revoke, &args))
         }
         Command::Admin(AdminCommand::Disable(args)) => {
-            report(cli::admin_account(&settings, cli::AccountAction::Disable, &args))
+            report(cli::admin_account(settings, cli::AccountAction::Disable, &args))
         }
         Command::Admin(AdminCommand::Enable(args)) => {
-            report(cli::admin_account(&settings, cli::AccountAction::Enable, &args))
+            report(cli::admin_account(settings, cli::AccountAction::Enable, &args))
         }
-        Command::Healthcheck => report(cli::healthcheck(&settings)),
+        Command::Healthcheck => report(cli::healthcheck(settings)),
+        Command::Config(args) => report(cli::config(&inputs, &args)),
     }
 }
 
-fn serve(settings: Settings) -> ExitCode {
+fn serve(loaded: Loaded) -> ExitCode {
     // The actix System runs on a small multi-thread Tokio runtime that keeps
     // the acceptor, the ops server, the metrics sampler and the trace
     // exporter; gRPC and the stores run on the worker arbiters (one per core).
@@ -51,11 +58,12 @@ fn serve(settings: Settings) -> ExitCode {
             .expect("cannot start the Tokio runtime")
     });
     system.block_on(async move {
-        let _telemetry = match telemetry::init(&settings.log, &settings.tracing) {
+        let _telemetry = match telemetry::init(&loaded.settings.log, &loaded.settings.tracing) {
             Ok(guard) => guard,
             Err(e) => return fail(&e.to_string()),
         };
-        let app = match Application::build(settings).await {
+        loaded.log();
+        let app = match Application::build(loaded.settings).await {
             Ok(app) => app,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start");

@@ -1,7 +1,7 @@
 //! Logs, traces and metrics setup.
 //!
 //! - Logs: `tracing-subscriber`, pretty or JSON (config), filtered by
-//!   `log.filter` or `RUST_LOG`.
+//!   `log.filter` (which `RUST_LOG` overrides: see `config::layers`).
 //! - Traces: `tracing-opentelemetry` → OTLP/gRPC (Jaeger ingests OTLP
 //!   natively; the `opentelemetry-jaeger` exporter is deprecated upstream).
 //!   Off when no endpoint is configured; sampled per request ([`spans`]).
@@ -84,7 +84,7 @@ pub fn init(
     log: &LogSettings,
     tracing_settings: &TracingSettings,
 ) -> Result<TelemetryGuard, TelemetryError> {
-    let filter_text = std::env::var("RUST_LOG").unwrap_or_else(|_| log.filter.clone());
+    let filter_text = log.filter.clone();
     let log_filter = EnvFilter::try_new(format!("{filter_text},{LOG_NOISE}")).map_err(|e| {
         TelemetryError::Filter { filter: filter_text.clone(), reason: e.to_string() }
     })?;

@@ -337,6 +337,29 @@ pub fn execute_sql(database: &str, statements: Vec<String>) {
     });
 }
 
+/// Runs a query returning one text column named `value`, outside any runtime.
+pub fn query_sql(database: &str, sql: &str) -> Vec<String> {
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        value: String,
+    }
+    let url = format!("{}/{database}", postgres_server());
+    let sql = sql.to_owned();
+    blocking(move || {
+        use diesel::{Connection as _, RunQueryDsl as _};
+        use diesel_async::{AsyncPgConnection, async_connection_wrapper::AsyncConnectionWrapper};
+        let mut conn =
+            AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url).expect("connect");
+        diesel::sql_query(&sql)
+            .load::<Row>(&mut conn)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .into_iter()
+            .map(|row| row.value)
+            .collect()
+    })
+}
+
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     http_get_with(addr, path, &[]).await
 }
@@ -626,17 +649,24 @@ impl BinaryService {
     /// Starts it and waits until it is ready (so migrated: the database
     /// exists before anything drops it).
     pub async fn start(backend: Backend, env: &[(&str, String)]) -> Self {
-        Self::launch(backend, unique_database(), true, env).await
+        Self::launch(backend, None, unique_database(), true, env).await
+    }
+
+    /// Started with `APP_ENV=app_env` (external storage by that layer alone,
+    /// no storage setting of ours).
+    pub async fn with_app_env(app_env: &str, env: &[(&str, String)]) -> Self {
+        Self::launch(Backend::External, Some(app_env), unique_database(), true, env).await
     }
 
     /// One of several replicas on external storage sharing `database` (and
     /// the key prefix named after it), which the caller cleans up.
     pub async fn replica(database: &str, env: &[(&str, String)]) -> Self {
-        Self::launch(Backend::External, database.to_owned(), false, env).await
+        Self::launch(Backend::External, None, database.to_owned(), false, env).await
     }
 
     async fn launch(
         backend: Backend,
+        app_env: Option<&str>,
         database: String,
         owns_storage: bool,
         env: &[(&str, String)],
@@ -645,11 +675,15 @@ impl BinaryService {
         if backend == Backend::External {
             require_dependencies();
         }
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_auth-service"));
-        // Embedded is what runs with no configuration at all.
-        command.env_remove("APP_ENV");
-        if backend == Backend::External {
-            command.env("AUTH__STORAGE__BACKEND", "external");
+        let mut command = binary_command(&database);
+        match app_env {
+            Some(app_env) => {
+                command.env("APP_ENV", app_env);
+            }
+            None if backend == Backend::External => {
+                command.env("AUTH__STORAGE__BACKEND", "external");
+            }
+            None => {}
         }
         command
             .env("AUTH__STORAGE__DATA_DIR", data_dir(&database))
@@ -708,6 +742,21 @@ impl BinaryService {
         service
     }
 
+    /// The database (external) or data directory name (embedded) it uses.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// Every line logged so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().expect("logs").clone()
+    }
+
+    /// What `/health/ready` answers now.
+    pub async fn readiness(&self) -> (u16, String) {
+        http_get(self.http_addr, "/health/ready").await
+    }
+
     pub async fn client(&self) -> Client {
         let channel = Channel::from_shared(format!("http://{}", self.grpc_addr))
             .expect("uri")
@@ -739,10 +788,68 @@ impl BinaryService {
     }
 }
 
+/// The binary as operators run it: from a directory of its own (no
+/// `config/` beside it), without the caller's `APP_ENV` or settings.
+pub fn binary_command(name: &str) -> std::process::Command {
+    let cwd = binary_cwd(name);
+    std::fs::create_dir_all(&cwd).expect("working directory");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_auth-service"));
+    command.current_dir(cwd).env_remove("APP_ENV").env_remove("RUST_LOG");
+    for (variable, _) in std::env::vars_os() {
+        if variable.to_string_lossy().to_ascii_uppercase().starts_with("AUTH") {
+            command.env_remove(variable);
+        }
+    }
+    command
+}
+
+/// Runs `command` to its end, killed (and the test failed) if it takes
+/// longer than `limit`: (exit success, stdout, stderr).
+pub fn run_to_exit(command: &mut std::process::Command, limit: Duration) -> (bool, String, String) {
+    use std::io::Read as _;
+    let mut child = command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start binary");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let out = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status.success(), out.join().expect("stdout"), err.join().expect("stderr"))
+}
+
+/// The empty working directory of the binary run named `name`.
+pub fn binary_cwd(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("{name}-cwd"))
+}
+
 impl Drop for BinaryService {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(binary_cwd(&self.database));
         match self.backend {
             _ if !self.owns_storage => {}
             Backend::External => {

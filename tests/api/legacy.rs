@@ -1,10 +1,10 @@
 //! Swapping the Go service for this one on the same database.
 
-use diesel::{QueryableByName, sql_types::Text};
 use tonic::Code;
 
 use crate::helpers::{
-    TestApp, blocking, execute_sql, login, postgres_server, test_settings, unique_database,
+    TestApp, blocking, execute_sql, login, postgres_server, query_sql, test_settings,
+    unique_database,
 };
 
 /// `01_create_initial_tables.up.sql` of the Go service, verbatim in effect.
@@ -26,29 +26,6 @@ CREATE TABLE users
     updated_at TIMESTAMP WITH TIME ZONE          DEFAULT CURRENT_TIMESTAMP
 )"#;
 
-#[derive(QueryableByName)]
-struct Value {
-    #[diesel(sql_type = Text)]
-    value: String,
-}
-
-fn query(database: &str, sql: &str) -> Vec<String> {
-    let url = format!("{}/{database}", postgres_server());
-    let sql = sql.to_owned();
-    blocking(move || {
-        use diesel::{Connection as _, RunQueryDsl as _};
-        use diesel_async::{AsyncPgConnection, async_connection_wrapper::AsyncConnectionWrapper};
-        let mut conn =
-            AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url).expect("connect");
-        diesel::sql_query(&sql)
-            .load::<Value>(&mut conn)
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
-            .into_iter()
-            .map(|v| v.value)
-            .collect()
-    })
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_go_database_is_migrated_in_place_and_bcrypt_users_log_in() {
     let database = unique_database();
@@ -68,7 +45,7 @@ async fn a_go_database_is_migrated_in_place_and_bcrypt_users_log_in() {
             ),
         ],
     );
-    let before = query(
+    let before = query_sql(
         &database,
         "SELECT user_id::text || email || created_at::text AS value FROM users ORDER BY email",
     );
@@ -78,7 +55,7 @@ async fn a_go_database_is_migrated_in_place_and_bcrypt_users_log_in() {
     let mut client = app.client();
 
     // Every row survived the migration unchanged.
-    let after = query(
+    let after = query_sql(
         &database,
         "SELECT user_id::text || email || created_at::text AS value FROM users ORDER BY email",
     );
@@ -89,7 +66,7 @@ async fn a_go_database_is_migrated_in_place_and_bcrypt_users_log_in() {
     assert_eq!((ada.role.as_str(), ada.avatar.as_str()), ("admin", ""));
     assert!(ada.updated_at.is_some(), "NULL updated_at was backfilled");
     let hash =
-        query(&database, "SELECT password AS value FROM users WHERE email = 'Ada@Example.com'");
+        query_sql(&database, "SELECT password AS value FROM users WHERE email = 'Ada@Example.com'");
     assert!(
         hash[0].starts_with("$argon2id$"),
         "bcrypt hash re-written as argon2id: {}",
@@ -108,7 +85,7 @@ async fn a_go_database_is_migrated_in_place_and_bcrypt_users_log_in() {
         .expect_err("wrong");
     assert_eq!(status.code(), Code::Unauthenticated);
     let hash =
-        query(&database, "SELECT password AS value FROM users WHERE email = 'bob@example.com'");
+        query_sql(&database, "SELECT password AS value FROM users WHERE email = 'bob@example.com'");
     assert!(hash[0].starts_with("$2"), "untouched until a successful login");
     let (bob, _) = login(&mut client, "bob@example.com", "bob's go password").await;
     assert_eq!(bob.avatar, "https://x.io/b.png");
@@ -142,7 +119,7 @@ async fn case_only_duplicates_stop_the_migration_with_a_clear_error() {
             .expect_err("refused");
     assert!(err.to_string().contains("different letter case"), "{err}");
     // Nothing was lost or half-applied.
-    assert_eq!(query(&database, "SELECT count(*)::text AS value FROM users"), ["2"]);
+    assert_eq!(query_sql(&database, "SELECT count(*)::text AS value FROM users"), ["2"]);
     crate::helpers::drop_database(&database);
 }
 
@@ -168,7 +145,7 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
         .len();
     assert_eq!(applied, expected, "each migration applied exactly once across replicas");
     assert_eq!(
-        query(&database, "SELECT count(*)::text AS value FROM __diesel_schema_migrations"),
+        query_sql(&database, "SELECT count(*)::text AS value FROM __diesel_schema_migrations"),
         [expected.to_string()]
     );
     crate::helpers::drop_database(&database);

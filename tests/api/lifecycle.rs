@@ -1,10 +1,10 @@
 //! Deadlines, graceful shutdown, and the binary itself.
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use crate::helpers::{
-    Backend, BinaryService, PASSWORD, TestApp, backend_tests, registration, slow_hashing,
-    unique_email,
+    Backend, BinaryService, PASSWORD, TestApp, backend_tests, binary_command, registration,
+    run_to_exit, slow_hashing, unique_email,
 };
 
 /// tonic's client enforces a deadline itself (answering CANCELLED locally),
@@ -106,27 +106,6 @@ async fn draining_flips_health_and_ends_watch_streams(backend: Backend) {
     assert_eq!(seen.last(), Some(&ServingStatus::NotServing), "watchers told before the end");
 }
 
-#[test]
-fn help_describes_the_binary() {
-    let out = Command::new(env!("CARGO_BIN_EXE_auth-service")).arg("--help").output().expect("run");
-    assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout);
-    for word in ["serve", "migrate", "admin", "AUTH__"] {
-        assert!(text.contains(word), "{word} in --help:\n{text}");
-    }
-}
-
-#[test]
-fn a_bad_setting_fails_the_start_naming_the_key() {
-    let out = Command::new(env!("CARGO_BIN_EXE_auth-service"))
-        .env("AUTH__SESSION__TTL_SECS", "soon")
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(text.contains("session.ttl_secs"), "{text}");
-}
-
 async fn the_binary_serves_and_exits_cleanly_on_sigterm(backend: Backend) {
     // Nothing listens at the collector: export fails, and must say so once.
     let collector = format!("http://{}", closed_port());
@@ -135,21 +114,20 @@ async fn the_binary_serves_and_exits_cleanly_on_sigterm(backend: Backend) {
     let http_addr = service.http_addr;
 
     // The container HEALTHCHECK command agrees.
+    let database = service.database().to_owned();
     let healthcheck = || {
-        Command::new(env!("CARGO_BIN_EXE_auth-service"))
-            .arg("healthcheck")
-            .env("AUTH__HTTP__ADDR", http_addr.to_string())
-            .output()
-            .expect("healthcheck")
-            .status
+        let mut command = binary_command(&database);
+        command.arg("healthcheck").env("AUTH__HTTP__ADDR", http_addr.to_string());
+        run_to_exit(&mut command, Duration::from_secs(30)).0
     };
-    assert!(healthcheck().success());
+    assert!(healthcheck());
     let (_, ready) = crate::helpers::http_get(http_addr, "/health/ready").await;
     assert!(ready.contains(&format!(r#""backend":"{backend}""#)), "{ready}");
 
     let (status, logs) = service.terminate().await;
     assert!(status.success(), "exit status {status:?}");
-    assert!(!healthcheck().success(), "unhealthy once stopped");
+    assert!(!healthcheck(), "unhealthy once stopped");
+    let _ = std::fs::remove_dir_all(crate::helpers::binary_cwd(&database));
     assert!(logs.iter().any(|l| l.contains("SIGTERM received")), "{logs:?}");
     let export_warnings = logs.iter().filter(|l| l.contains("trace export failing")).count();
     assert_eq!(export_warnings, 1, "one warning for an unreachable collector: {logs:?}");

@@ -8,6 +8,7 @@
 mod helpers;
 
 mod admin;
+mod configuration;
 mod durability;
 mod embedded;
 mod faults;
