@@ -157,7 +157,7 @@ async fn legacy_account(settings: &Settings, hash: PasswordHash) -> String {
         avatar: None,
         password_hash: hash,
     };
-    repo.create(&new).await.expect("insert legacy account");
+    repo.create_user(&new).await.expect("insert legacy account");
     email
 }
 

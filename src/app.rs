@@ -1,32 +1,19 @@
-//! Wiring: settings in, a running service out. Starts the worker arbiters
-//! and the actors, binds both servers (port 0 allowed; the bound addresses
-//! are reported back), and runs until told to stop, then drains.
+//! The server: settings in, a running service out. Starts the actor system
+//! (`system`), binds both ports (port 0 allowed; the bound addresses are
+//! reported back), serves gRPC (`grpc::server`) and the ops HTTP server
+//! (`ops`), and runs until told to stop, then drains.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
 use actix_web::dev::ServerHandle;
-use tokio::{
-    sync::{mpsc, watch},
-    task::JoinHandle,
-};
-use tokio_stream::{StreamExt as _, wrappers::UnboundedReceiverStream};
 
 use crate::{
-    actors::{
-        ActorStats,
-        metrics::{self as sampler, MetricsSampler},
-        password_hasher::{self, Argon2Hasher, PasswordHasher},
-        session_store::{self, SessionBackendSettings, SessionPolicy, SessionStore},
-        user_store::{self, SqliteUserRepository, UserDatabase, UserStore, sqlite},
-    },
-    config::{GrpcSettings, Settings, StorageBackend},
-    grpc::{
-        self, UserServiceImpl, health::ServingState, layers::RpcLayer,
-        proto::user_service_server::UserServiceServer,
-    },
+    actors::health::ServiceHealth,
+    config::Settings,
+    grpc::{GrpcServer, ServeError},
     ops::{self, OpsState},
-    service::AuthService,
-    telemetry::{metrics::Metrics, spans::Sampler},
+    system::{ActorSystem, SystemError},
+    telemetry::metrics::Metrics,
     workers::Workers,
 };
 
@@ -34,24 +21,14 @@ use crate::{
 pub enum StartError {
     #[error("metrics registry: {0}")]
     Metrics(#[from] prometheus::Error),
-    #[error("argon2 parameters: {0}")]
-    Hasher(#[from] password_hasher::HashError),
+    #[error(transparent)]
+    System(#[from] SystemError),
     #[error("cannot bind {what} on {addr}: {source}")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
-    #[error("reflection service: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
+    #[error(transparent)]
+    Grpc(#[from] ServeError),
     #[error("ops server: {0}")]
     Ops(#[from] ops::OpsError),
-    #[error(transparent)]
-    EmbeddedStorage(#[from] sqlite::OpenError),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("gRPC server failed: {0}")]
-    Grpc(#[from] tonic::transport::Error),
-    #[error("a gRPC worker stopped unexpectedly")]
-    WorkerLost,
 }
 
 /// A started service. Dropping it without [`Application::run_until_stopped`]
@@ -60,14 +37,9 @@ pub struct Application {
     grpc_addr: SocketAddr,
     http_addr: SocketAddr,
     workers: Workers,
-    acceptor: JoinHandle<()>,
-    /// Flips to `true` to stop accepting and drain every worker's server.
-    shutdown: watch::Sender<bool>,
-    /// One message per worker whose gRPC server ended.
-    servers_done: mpsc::UnboundedReceiver<Result<(), tonic::transport::Error>>,
+    grpc: GrpcServer,
     http: ServerHandle,
-    serving: ServingState,
-    storage: StorageBackend,
+    health: ServiceHealth,
     drain_timeout: Duration,
 }
 
@@ -77,90 +49,9 @@ impl Application {
     /// the metrics sampler run there; gRPC and the stores on the workers.
     pub async fn build(settings: Settings) -> Result<Self, StartError> {
         let metrics = Metrics::new()?;
-        let capacity = settings.actors.mailbox_capacity;
-        let workers = Workers::start(settings.worker_count());
-
-        let storage = settings.storage.backend;
-        let (user_database, session_backend) = match storage {
-            StorageBackend::External => (
-                UserDatabase::Postgres(settings.postgres.clone()),
-                SessionBackendSettings::Redis(settings.redis.clone()),
-            ),
-            StorageBackend::Embedded => {
-                let users = SqliteUserRepository::open(
-                    &settings.storage,
-                    metrics.dependency_seconds.clone(),
-                )?;
-                tracing::warn!(
-                    database = users.location(),
-                    "EMBEDDED STORAGE: users in SQLite, sessions in this process's memory \
-                     (lost on restart). For development and single-node use only; set \
-                     AUTH__STORAGE__BACKEND=external (or APP_ENV=local/docker/production) for \
-                     PostgreSQL + Redis"
-                );
-                (
-                    UserDatabase::Sqlite(users),
-                    SessionBackendSettings::Memory { max_entries: settings.storage.max_entries },
-                )
-            }
-        };
-
-        let user_stats =
-            ActorStats::with_instances(user_store::NAME, capacity, workers.len(), metrics.clone());
-        let users =
-            UserStore::start(user_database, &settings.actors, Arc::clone(&user_stats), &workers);
-
-        let session_stats = ActorStats::with_instances(
-            session_store::NAME,
-            capacity,
-            SessionStore::instances(&session_backend, &workers),
-            metrics.clone(),
-        );
-        let sessions = SessionStore::start(
-            session_backend,
-            SessionPolicy::from_settings(&settings),
-            &settings.actors,
-            Arc::clone(&session_stats),
-            &workers,
-        );
-
-        let hasher_stats =
-            ActorStats::new(password_hasher::NAME, settings.argon2.queue_capacity, metrics.clone());
-        let argon2 = Argon2Hasher::new(
-            settings.argon2.memory_kib,
-            settings.argon2.iterations,
-            settings.argon2.parallelism,
-        )?;
-        let hasher = PasswordHasher::start(
-            argon2,
-            settings.hasher_threads(),
-            Arc::clone(&hasher_stats),
-            metrics.clone(),
-        );
-
-        let (reporter, health_service) = tonic_health::server::health_reporter();
-        let serving = ServingState::new(reporter).await;
-
-        let sampler_stats = ActorStats::new(sampler::NAME, capacity, metrics.clone());
-        let sampler = MetricsSampler::start(
-            Duration::from_secs(settings.metrics.sample_interval_secs),
-            vec![user_stats, session_stats, hasher_stats],
-            users.clone(),
-            sessions.clone(),
-            serving.clone(),
-            storage,
-            metrics.clone(),
-            sampler_stats,
-        );
-
-        let auth = AuthService::new(
-            users.clone(),
-            sessions.clone(),
-            hasher,
-            metrics.clone(),
-            settings.lookup.public,
-            settings.login.failure_floor(),
-        );
+        let system = ActorSystem::start(&settings, settings.worker_count(), metrics.clone())?;
+        let health = ServiceHealth::default();
+        let sampler = system.start_sampler(&settings, health.clone());
 
         // Both ports are bound before either server starts, so a failed
         // bind leaves nothing running.
@@ -168,64 +59,17 @@ impl Application {
         let http_listener = bind(settings.http.addr, "HTTP")?;
         let grpc_addr = local_addr(&grpc_listener, "gRPC")?;
         let http_addr = local_addr(&http_listener, "HTTP")?;
-        grpc_listener.set_nonblocking(true).map_err(|source| StartError::Bind {
-            what: "gRPC",
-            addr: grpc_addr,
-            source,
-        })?;
-        let grpc_listener = tokio::net::TcpListener::from_std(grpc_listener)
-            .map_err(|source| StartError::Bind { what: "gRPC", addr: grpc_addr, source })?;
 
-        // gRPC: one server per worker, each fed the connections the
-        // acceptor deals it.
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(grpc::proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(grpc::proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()?;
-        // Every service decodes at most grpc.max_request_bytes per message
-        // (tonic's default is 4 MiB).
-        let max_request = settings.grpc.max_request_bytes;
-        let health_service = health_service.max_decoding_message_size(max_request);
-        let reflection_v1 = reflection_v1.max_decoding_message_size(max_request);
-        let reflection_v1alpha = reflection_v1alpha.max_decoding_message_size(max_request);
-        let user_service =
-            UserServiceServer::new(UserServiceImpl::new(auth, settings.net.trusted()))
-                .max_decoding_message_size(max_request);
-        let trace_sampler = Sampler::from_settings(&settings.tracing);
-        let (shutdown, shutdown_signal) = watch::channel(false);
-        let (done, servers_done) = mpsc::unbounded_channel();
-        let mut connections = Vec::with_capacity(workers.len());
-        for worker in workers.handles() {
-            let (to_worker, incoming) = mpsc::unbounded_channel::<std::net::TcpStream>();
-            connections.push(to_worker);
-            let router = connection_limits(&settings.grpc)
-                .layer(RpcLayer::new(metrics.clone(), trace_sampler))
-                .add_service(health_service.clone())
-                .add_service(reflection_v1.clone())
-                .add_service(reflection_v1alpha.clone())
-                .add_service(user_service.clone());
-            let mut stop = shutdown_signal.clone();
-            let done = done.clone();
-            worker.spawn(async move {
-                // Registered with this worker's reactor, so its I/O stays here.
-                let incoming =
-                    UnboundedReceiverStream::new(incoming).map(tokio::net::TcpStream::from_std);
-                let result = router
-                    .serve_with_incoming_shutdown(incoming, async move {
-                        let _ = stop.wait_for(|stopping| *stopping).await;
-                    })
-                    .await;
-                let _ = done.send(result);
-            });
-        }
-        let acceptor = tokio::spawn(accept(grpc_listener, connections, shutdown_signal));
-
-        // Ops HTTP
-        let ops_state = OpsState { users, sessions, sampler, serving: serving.clone(), storage };
+        let ActorSystem { workers, storage, stores, auth, .. } = system;
+        let grpc =
+            GrpcServer::start(grpc_listener, &settings, auth, &health, &metrics, &workers).await?;
+        let ops_state = OpsState {
+            users: stores.users,
+            sessions: stores.sessions,
+            sampler,
+            health: health.clone(),
+            storage,
+        };
         let http_server = ops::build_server(http_listener, ops_state, &metrics)?;
         let http = http_server.handle();
         actix_rt::spawn(http_server);
@@ -241,12 +85,9 @@ impl Application {
             grpc_addr,
             http_addr,
             workers,
-            acceptor,
-            shutdown,
-            servers_done,
+            grpc,
             http,
-            serving,
-            storage,
+            health,
             drain_timeout: settings.grpc.drain_timeout(),
         })
     }
@@ -265,100 +106,29 @@ impl Application {
     pub async fn run_until_stopped(
         mut self,
         shutdown: impl Future<Output = ()>,
-    ) -> Result<(), RunError> {
-        let early_exit = tokio::select! {
+    ) -> Result<(), ServeError> {
+        let failed = tokio::select! {
             () = shutdown => None,
-            ended = self.servers_done.recv() => Some(ended),
+            failed = self.grpc.failed() => Some(failed),
         };
-        if let Some(ended) = early_exit {
-            let _ = self.shutdown.send(true);
-            self.acceptor.abort();
+        if let Some(failed) = failed {
+            self.grpc.abort();
             self.http.stop(false).await;
             self.workers.stop();
             actix::System::current().stop();
-            return match ended {
-                Some(Err(e)) => Err(RunError::Grpc(e)),
-                Some(Ok(())) | None => Err(RunError::WorkerLost),
-            };
+            return Err(failed);
         }
 
         tracing::info!(drain_timeout = ?self.drain_timeout, "shutting down: draining in-flight RPCs");
         // Readiness and gRPC health flip first, so load balancers stop
         // routing here while in-flight RPCs finish.
-        self.serving.begin_drain(self.storage.dependencies()).await;
-        let _ = self.shutdown.send(true);
-        let workers = self.workers.len();
-        let servers_done = &mut self.servers_done;
-        let drained = tokio::time::timeout(self.drain_timeout, async {
-            let mut result = Ok(());
-            for _ in 0..workers {
-                match servers_done.recv().await {
-                    Some(Ok(())) => {}
-                    Some(Err(e)) => result = Err(RunError::Grpc(e)),
-                    None => return Err(RunError::WorkerLost),
-                }
-            }
-            result
-        })
-        .await;
-        let result = drained.unwrap_or_else(|_| {
-            tracing::warn!("drain timeout reached; abandoning remaining RPCs");
-            Ok(())
-        });
-        let _ = (&mut self.acceptor).await;
+        self.health.begin_drain();
+        let result = self.grpc.drain(self.drain_timeout).await;
         self.http.stop(true).await;
         self.workers.stop();
         actix::System::current().stop();
         tracing::info!("stopped");
         result
-    }
-}
-
-/// Accepts gRPC connections and deals them to the workers in turn, until
-/// `shutdown` flips.
-async fn accept(
-    listener: tokio::net::TcpListener,
-    workers: Vec<mpsc::UnboundedSender<std::net::TcpStream>>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut next = 0usize;
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = shutdown.wait_for(|stopping| *stopping) => return,
-        };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
-            Err(e) => {
-                // Out of file descriptors and the like: back off briefly
-                // rather than spin on the error.
-                tracing::warn!(error = %e, "cannot accept a gRPC connection");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        // gRPC answers are small writes; Nagle would hold them for an ACK.
-        let _ = stream.set_nodelay(true);
-        match stream.into_std() {
-            Ok(stream) => {
-                let _ = workers[next % workers.len()].send(stream);
-                next = next.wrapping_add(1);
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot hand a connection to a worker"),
-        }
-    }
-}
-
-/// A gRPC server with the per-connection limits of `grpc.*`.
-fn connection_limits(grpc: &GrpcSettings) -> tonic::transport::Server {
-    let server = tonic::transport::Server::builder()
-        .max_concurrent_streams(grpc.max_concurrent_streams)
-        .http2_max_header_list_size(grpc.max_header_list_bytes)
-        .http2_keepalive_interval(grpc.keepalive_interval())
-        .http2_keepalive_timeout(Some(grpc.keepalive_timeout()));
-    match grpc.max_connection_age() {
-        Some((age, grace)) => server.max_connection_age(age).max_connection_age_grace(grace),
-        None => server,
     }
 }
 

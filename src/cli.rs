@@ -1,23 +1,26 @@
 //! Command line: `serve` (the default), `migrate`, `admin`, `config` and
 //! `healthcheck`.
 
-use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::{
+    io::{BufRead as _, IsTerminal as _, Write as _},
+    time::Duration,
+};
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::{
-    actors::{
-        password_hasher::{Argon2Hasher, Workspace},
-        session_store::{RedisSessionRepository, SessionPolicy},
-        user_store::{
-            CreateUserError, PgUserRepository, SqliteUserRepository, UserRepository, migrate,
-            sqlite,
-        },
-    },
+    actors::user_store::{SqliteUserRepository, migrate, sqlite},
     config::{self, Inputs, Resolved, Settings, SettingsError, StorageBackend},
-    domain::{Email, NewUser, Password, PersonName, Role, User, UserId},
-    error::DependencyError,
+    domain::{Email, Registration},
+    error::AuthError,
+    service::{AccountAction, Caller},
+    system::{ActorSystem, SystemError},
+    telemetry::metrics::Metrics,
 };
+
+/// How long an admin command waits for the stores to answer (the user
+/// store migrates its schema first).
+const READY_LIMIT: Duration = Duration::from_secs(10);
 
 /// gRPC authentication service: register, log in with email and password
 /// (argon2id), get a session; users in PostgreSQL and sessions in Redis, or,
@@ -104,14 +107,6 @@ pub struct AccountArgs {
     pub email: String,
 }
 
-/// What `admin` does to an account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccountAction {
-    Revoke,
-    Disable,
-    Enable,
-}
-
 #[derive(Debug, Args)]
 pub struct AdminCreateArgs {
     /// Email of the admin account.
@@ -129,8 +124,6 @@ pub struct AdminCreateArgs {
 pub enum CliError {
     #[error(transparent)]
     Bootstrap(#[from] migrate::BootstrapError),
-    #[error(transparent)]
-    Dependency(#[from] DependencyError),
     #[error("{0}")]
     Input(String),
     #[error("cannot start a runtime: {0}")]
@@ -139,6 +132,12 @@ pub enum CliError {
     EmbeddedStorage(#[from] sqlite::OpenError),
     #[error("configuration error: {0}")]
     Settings(#[from] SettingsError),
+    #[error(transparent)]
+    System(#[from] SystemError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("metrics registry: {0}")]
+    Metrics(#[from] prometheus::Error),
 }
 
 /// `auth-service config [--check]`: the report on standard output (not with
@@ -188,59 +187,53 @@ pub fn admin_create(settings: &Settings, args: AdminCreateArgs) -> Result<String
     ensure_admin(settings, &args, read_password)
 }
 
-/// Promotes the account with `args.email` to admin, or creates it with the
-/// password `password()` yields (asked for only when creating). Blocking:
-/// call it outside any async runtime.
+/// Promotes the account with `args.email` to admin, or registers it as an
+/// admin, through the same use case as Register, with the password
+/// `password()` yields (asked for only when creating). Blocking: call it
+/// outside any async runtime.
 pub fn ensure_admin(
     settings: &Settings,
     args: &AdminCreateArgs,
     password: impl FnOnce() -> Result<String, CliError>,
 ) -> Result<String, CliError> {
-    let email =
-        Email::parse(&args.email, "email").map_err(|e| CliError::Input(format!("--{e}")))?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let users = users(settings, &runtime)?;
-    runtime.block_on(async {
-        if let Some(user) = users.promote_to_admin(&email).await? {
-            forget_cached(settings, &user).await;
-            return Ok(format!("promoted existing account {} to admin", user.id));
+    let email = Email::parse(&args.email, "email").map_err(input)?;
+    let embedded = settings.storage.backend == StorageBackend::Embedded;
+    with_system(settings, async |system| {
+        let auth = &system.auth;
+        if let Some(user) = auth.promote_to_admin(email.clone()).await? {
+            return Ok(promoted(&user.id, embedded));
         }
-
-        let password =
-            Password::parse_new(password()?).map_err(|e| CliError::Input(e.to_string()))?;
-        let hasher = Argon2Hasher::new(
-            settings.argon2.memory_kib,
-            settings.argon2.iterations,
-            settings.argon2.parallelism,
+        let registration = Registration::parse(
+            &args.email,
+            &args.first_name,
+            &args.last_name,
+            password()?,
+            "admin",
+            "",
         )
-        .map_err(|e| CliError::Input(format!("argon2 settings: {e}")))?;
-        let password_hash = hasher
-            .hash(&password, &mut Workspace::default())
-            .map_err(|e| CliError::Input(e.to_string()))?;
-        let new = NewUser {
-            id: UserId::new_random(),
-            email: email.clone(),
-            first_name: PersonName::parse(&args.first_name, "first-name")
-                .map_err(|e| CliError::Input(format!("--{e}")))?,
-            last_name: PersonName::parse(&args.last_name, "last-name")
-                .map_err(|e| CliError::Input(format!("--{e}")))?,
-            role: Role::Admin,
-            avatar: None,
-            password_hash,
-        };
-        match users.create(&new).await {
+        .map_err(input)?;
+        match auth.register(registration, &Caller::Operator).await {
             Ok(user) => Ok(format!("created admin account {}", user.id)),
             // Registered between our promote and our insert: promote it.
-            Err(CreateUserError::EmailTaken) => match users.promote_to_admin(&email).await? {
-                Some(user) => {
-                    forget_cached(settings, &user).await;
-                    Ok(format!("promoted existing account {} to admin", user.id))
-                }
+            Err(AuthError::EmailTaken) => match auth.promote_to_admin(email).await? {
+                Some(user) => Ok(promoted(&user.id, embedded)),
                 None => Err(CliError::Input("account vanished while promoting; retry".into())),
             },
-            Err(CreateUserError::Dependency(e)) => Err(e.into()),
+            Err(other) => Err(other.into()),
         }
     })
+}
+
+fn promoted(id: &crate::domain::UserId, embedded: bool) -> String {
+    let mut message = format!("promoted existing account {id} to admin");
+    if embedded {
+        // The embedded cache lives inside the running service, out of reach.
+        message.push_str(
+            "; a running embedded service keeps serving its cached copy of the user for up to \
+             user_cache.ttl_secs",
+        );
+    }
+    message
 }
 
 /// `auth-service admin revoke|disable|enable --email`. Blocking: call it
@@ -250,104 +243,56 @@ pub fn admin_account(
     action: AccountAction,
     args: &AccountArgs,
 ) -> Result<String, CliError> {
-    let email =
-        Email::parse(&args.email, "email").map_err(|e| CliError::Input(format!("--{e}")))?;
+    let email = Email::parse(&args.email, "email").map_err(input)?;
     let embedded = settings.storage.backend == StorageBackend::Embedded;
-    if embedded && action == AccountAction::Revoke {
+    if embedded && action == AccountAction::RevokeSessions {
         return Err(CliError::Input(
             "embedded storage keeps sessions inside the running service; restart it to end them all"
                 .into(),
         ));
     }
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let users = users(settings, &runtime)?;
-    runtime.block_on(async {
-        let user = users
-            .find_account_by_email(&email)
-            .await?
-            .ok_or_else(|| CliError::Input(format!("no account with email {}", email.as_str())))?;
-        match action {
-            AccountAction::Enable => {
-                users.set_disabled(user.id, false).await?;
-                return Ok(format!("enabled account {}", user.id));
-            }
-            AccountAction::Disable => users.set_disabled(user.id, true).await?,
-            AccountAction::Revoke => {}
-        }
-        let ended = if embedded { None } else { Some(end_sessions(settings, &user).await?) };
+    with_system(settings, async |system| {
+        let (user, ended) =
+            system.auth.act_on_account(email.clone(), action).await.map_err(|e| match e {
+                AuthError::UserNotFound => {
+                    CliError::Input(format!("no account with email {}", email.as_str()))
+                }
+                other => other.into(),
+            })?;
         let verb = if action == AccountAction::Disable { "disabled" } else { "revoked" };
-        Ok(match ended {
-            Some(ended) => format!("{verb} account {}: {ended} session(s) ended", user.id),
-            None => format!(
+        Ok(match action {
+            AccountAction::Enable => format!("enabled account {}", user.id),
+            // This process's sessions are not the running service's.
+            _ if embedded => format!(
                 "{verb} account {}: it cannot log in; sessions it holds in a running embedded \
                  service last until their copy of the account is user_cache.ttl_secs old",
                 user.id
             ),
+            _ => format!("{verb} account {}: {ended} session(s) ended", user.id),
         })
     })
 }
 
-/// Ends every session of `user` and drops every cached copy of it.
-async fn end_sessions(settings: &Settings, user: &User) -> Result<u32, CliError> {
-    let sessions = sessions(settings)?;
-    let ended = sessions.end_user_sessions(user.id, None).await?;
-    sessions.invalidate_user(user).await?;
-    Ok(ended)
-}
-
-/// The Redis session store the settings name.
-fn sessions(settings: &Settings) -> Result<RedisSessionRepository, DependencyError> {
-    let policy = SessionPolicy::from_settings(settings);
-    RedisSessionRepository::new(&settings.redis, 1, policy, unexported_timings())
-}
-
-/// The user store the settings name, migrated; its pool lives on `runtime`.
-fn users(
+/// Runs `work` against the actor system the settings name (one worker), on
+/// an actix System of its own, once the stores answer. Blocking.
+fn with_system<T>(
     settings: &Settings,
-    runtime: &tokio::runtime::Runtime,
-) -> Result<UserRepository, CliError> {
-    Ok(match settings.storage.backend {
-        StorageBackend::External => {
-            // Before entering the runtime: the migration runs its own.
-            migrate(settings)?;
-            let _entered = runtime.enter();
-            UserRepository::Postgres(PgUserRepository::new(
-                &settings.postgres,
-                1,
-                unexported_timings(),
-            ))
-        }
-        StorageBackend::Embedded => {
-            let repo = SqliteUserRepository::open(&settings.storage, unexported_timings())?;
-            repo.migrate()?;
-            UserRepository::Sqlite(repo)
-        }
+    work: impl AsyncFnOnce(&ActorSystem) -> Result<T, CliError>,
+) -> Result<T, CliError> {
+    actix_rt::System::new().block_on(async {
+        let system = ActorSystem::start(settings, 1, Metrics::new()?)?;
+        let result = match system.until_ready(READY_LIMIT).await {
+            Ok(()) => work(&system).await,
+            Err(e) => Err(e.into()),
+        };
+        system.workers.stop();
+        actix::System::current().stop();
+        result
     })
 }
 
-/// Drops the cached copy of a changed user, so its new role shows at once.
-/// The embedded cache lives inside the running service, out of reach.
-async fn forget_cached(settings: &Settings, user: &User) {
-    if settings.storage.backend == StorageBackend::Embedded {
-        let _ = writeln!(
-            std::io::stderr(),
-            "note: a running embedded service keeps serving its cached copy of the user for up to user_cache.ttl_secs"
-        );
-        return;
-    }
-    let repo = match sessions(settings) {
-        Ok(repo) => repo,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot reach redis to drop the cached user");
-            return;
-        }
-    };
-    if let Err(e) = repo.invalidate_user(user).await {
-        let _ = writeln!(
-            std::io::stderr(),
-            "warning: could not drop the cached user from redis ({e}); the new role shows within user_cache.ttl_secs"
-        );
-    }
+fn input(error: crate::domain::InvalidInput) -> CliError {
+    CliError::Input(format!("--{error}"))
 }
 
 fn read_password() -> Result<String, CliError> {
@@ -393,8 +338,8 @@ pub fn healthcheck(settings: &Settings) -> Result<String, CliError> {
     }
 }
 
-/// The CLI serves no /metrics: its repositories time into a registry that is
-/// never scraped.
+/// `migrate` serves no /metrics: the embedded repository times into a
+/// registry that is never scraped.
 fn unexported_timings() -> prometheus::HistogramVec {
     prometheus::HistogramVec::new(
         prometheus::HistogramOpts::new("cli_dependency_operation_seconds", "unexported"),

@@ -105,6 +105,42 @@ impl DependencyError {
     }
 }
 
+/// Errors that may mean the dependency is down: they count towards a
+/// store's circuit breaker and restart.
+pub trait Outage {
+    fn is_outage(&self) -> bool;
+}
+
+impl Outage for DependencyError {
+    fn is_outage(&self) -> bool {
+        self.kind == FailureKind::Outage
+    }
+}
+
+/// Inserting a new account failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateUserError {
+    #[error("email is already registered")]
+    EmailTaken,
+    #[error(transparent)]
+    Dependency(#[from] DependencyError),
+}
+
+impl Outage for CreateUserError {
+    fn is_outage(&self) -> bool {
+        matches!(self, Self::Dependency(e) if e.is_outage())
+    }
+}
+
+impl From<CreateUserError> for AuthError {
+    fn from(err: CreateUserError) -> Self {
+        match err {
+            CreateUserError::EmailTaken => Self::EmailTaken,
+            CreateUserError::Dependency(e) => Self::Dependency(e),
+        }
+    }
+}
+
 /// Why a message could not be delivered to an actor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {

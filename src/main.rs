@@ -7,6 +7,7 @@ use auth_service::{
     app::Application,
     cli::{self, AdminCommand, Cli, Command},
     config::{Inputs, Loaded, Settings},
+    service::AccountAction,
     telemetry,
 };
 use clap::Parser as _;
@@ -32,13 +33,13 @@ fn main() -> ExitCode {
         Command::Migrate => report(cli::migrate(settings)),
         Command::Admin(AdminCommand::Create(args)) => report(cli::admin_create(settings, args)),
         Command::Admin(AdminCommand::Revoke(args)) => {
-            report(cli::admin_account(settings, cli::AccountAction::Revoke, &args))
+            report(cli::admin_account(settings, AccountAction::RevokeSessions, &args))
         }
         Command::Admin(AdminCommand::Disable(args)) => {
-            report(cli::admin_account(settings, cli::AccountAction::Disable, &args))
+            report(cli::admin_account(settings, AccountAction::Disable, &args))
         }
         Command::Admin(AdminCommand::Enable(args)) => {
-            report(cli::admin_account(settings, cli::AccountAction::Enable, &args))
+            report(cli::admin_account(settings, AccountAction::Enable, &args))
         }
         Command::Healthcheck => report(cli::healthcheck(settings)),
         Command::Config(args) => report(cli::config(&inputs, &args)),

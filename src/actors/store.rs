@@ -1,290 +1,167 @@
 //! What the two store actors (`UserStore`, `SessionStore`) share: running a
 //! repository call as a task of its own, answering health probes, and
-//! turning the outcomes into health state and, after repeated outages, a
-//! supervised restart.
+//! feeding the outcomes to their [`StoreHealth`]; and [`store_messages!`],
+//! the one way a store's messages become repository calls.
 
-use std::{
-    cell::RefCell,
-    fmt,
-    panic::AssertUnwindSafe,
-    rc::Rc,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{cell::RefCell, fmt, panic::AssertUnwindSafe, rc::Rc, time::Instant};
 
 use actix::{Actor, AsyncContext as _, Context, Handler, Message, ResponseFuture};
 use futures_util::FutureExt as _;
 use tracing::{Instrument as _, Span};
 
-use super::{ActorState, ActorStats, RestartPolicy, Ticket};
-use crate::error::{Dependency, DependencyError};
+use super::{
+    admission::Ticket,
+    pool::PoolSample,
+    stats::ActorState,
+    supervision::{Restart, StoreHealth},
+};
+use crate::error::{CallError, Dependency, DependencyError, Outage};
 
 /// Readiness probe of a store's dependency, plus a pool sample for metrics.
 #[derive(Clone, Copy)]
 pub struct CheckHealth;
 
 impl Message for CheckHealth {
-    type Result = (Result<(), DependencyError>, PoolSample);
+    type Result = Probe;
 }
 
-/// A point-in-time view of a connection pool.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PoolSample {
-    pub max_size: u32,
-    pub connections: u32,
-    pub idle: u32,
-    pub pending_gets: u64,
-    pub timeouts: u64,
-}
+/// A store instance's answer to [`CheckHealth`].
+pub type Probe = (Result<(), DependencyError>, PoolSample);
 
-impl PoolSample {
-    pub fn of<M: bb8::ManageConnection>(pool: &bb8::Pool<M>) -> Self {
-        let state = pool.state();
-        Self {
-            max_size: pool.config().max_size,
-            connections: state.connections,
-            idle: state.idle_connections,
-            pending_gets: state.statistics.pending_gets(),
-            timeouts: state.statistics.get_timed_out,
-        }
-    }
-}
-
-/// Failed connection attempts of one pool, told to the callers waiting on
-/// it. bb8 makes one attempt for a waiting caller and, when it fails, keeps
-/// the caller waiting out the whole connection timeout anyway; a caller that
-/// watches this answers UNAVAILABLE as soon as the attempt fails (a refused
-/// connection: within milliseconds, from the very first call).
-#[derive(Clone)]
-pub struct ConnectFailures(Arc<tokio::sync::watch::Sender<String>>);
-
-impl Default for ConnectFailures {
-    fn default() -> Self {
-        Self(Arc::new(tokio::sync::watch::Sender::new(String::new())))
-    }
-}
-
-impl ConnectFailures {
-    pub fn record(&self, error: &dyn fmt::Display) {
-        self.0.send_replace(error.to_string());
-    }
-
-    /// Resolves with the error of the next attempt to fail after this call
-    /// (never, while none does).
-    pub fn next(&self) -> impl Future<Output = String> + 'static {
-        let mut failures = self.0.subscribe();
-        async move {
-            match failures.changed().await {
-                Ok(()) => failures.borrow_and_update().clone(),
-                Err(_) => std::future::pending().await,
-            }
-        }
-    }
-}
-
-/// A bb8 connection manager that reports its failed connection attempts.
-pub struct Watched<M> {
-    pub inner: M,
-    pub failures: ConnectFailures,
-}
-
-impl<M: bb8::ManageConnection> bb8::ManageConnection for Watched<M> {
-    type Connection = M::Connection;
-    type Error = M::Error;
-
-    async fn connect(&self) -> Result<Self::Connection, Self::Error> {
-        let connected = self.inner.connect().await;
-        if let Err(e) = &connected {
-            self.failures.record(&DisplayDebug(e));
-        }
-        connected
-    }
-
-    async fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {
-        self.inner.is_valid(conn).await
-    }
-
-    fn has_broken(&self, conn: &mut Self::Connection) -> bool {
-        self.inner.has_broken(conn)
-    }
-}
-
-/// bb8 asks only `Debug` of connection errors.
-struct DisplayDebug<'a, E>(&'a E);
-
-impl<E: fmt::Debug> fmt::Display for DisplayDebug<'_, E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.0, f)
-    }
-}
-
-/// Milliseconds since the first call (never 0 after it): a cheap clock to
-/// share between tasks through an atomic.
-pub fn uptime_ms() -> u64 {
-    static START: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
-    START.elapsed().as_millis() as u64 + 1
-}
-
-/// Errors that may mean the dependency is down.
-pub trait Outage {
-    fn is_outage(&self) -> bool;
-}
-
-impl Outage for DependencyError {
-    fn is_outage(&self) -> bool {
-        DependencyError::is_outage(self)
-    }
-}
-
-/// Asks a store instance to stop so its supervisor restarts it with a fresh
-/// pool; sent by its own calls once the restart policy says so.
-pub struct Restart;
-
-impl Message for Restart {
-    type Result = ();
-}
-
-/// How recently a call must have succeeded for a health probe to take it as
-/// the answer instead of sending one of its own: under load the dependency
-/// proves itself many times a second, and a probe queued behind that load
-/// (or refused a pooled connection) would say nothing about it.
-const RECENT_SUCCESS: Duration = Duration::from_secs(1);
-
-/// One store instance's view of its dependency's health. Shared (`Rc`)
-/// between the actor and the calls it started, which all run on the
-/// instance's thread.
-pub struct StoreHealth {
-    stats: Arc<ActorStats>,
-    /// Which instance of the store this is.
-    instance: usize,
-    restarts: RestartPolicy,
-    /// The repository may be used (for the user store: schema migrated).
-    ready: bool,
-    /// Repository calls running now.
-    in_flight: usize,
-    /// A restart was decided; it happens once `in_flight` drains, so work
-    /// that already reached the dependency (a committed INSERT) still gets
-    /// its true answer.
-    restart_pending: bool,
-    /// Consecutive outages, across restarts.
-    outage_streak: u32,
-    /// Circuit breaker: until then, calls fail at once instead of each
-    /// waiting out the pool's connect timeout (bb8 holds a caller for the
-    /// whole `connect_timeout_ms` while the dependency is down, longer than
-    /// many clients' deadlines). Health probes still go through and close
-    /// it on the first success.
-    open_until: Option<Instant>,
-    /// How long the breaker stays open after each outage once the streak
-    /// reaches the failure threshold: the pool's connect timeout, which is
-    /// what a caller would wait anyway and how long a probe takes to fail,
-    /// so back-to-back probes keep it open until one succeeds.
-    breaker_cooldown: Duration,
-    /// When a call last succeeded, cleared by an outage.
-    last_success: Option<Instant>,
+/// Why the first of a store's instances that did not answer its probe
+/// failed (`None`: every one answered; a request may land on any).
+pub fn first_failure(answers: Vec<Result<Probe, CallError>>) -> Option<String> {
+    answers.into_iter().find_map(|answer| match answer {
+        Ok((Ok(()), _)) => None,
+        Ok((Err(e), _)) => Some(e.to_string()),
+        Err(e) => Some(e.to_string()),
+    })
 }
 
 /// The operation name of health probes, which the breaker lets through.
 pub const PROBE_OPERATION: &str = "ping";
 
-impl StoreHealth {
-    pub fn new(
-        stats: Arc<ActorStats>,
-        instance: usize,
-        restarts: RestartPolicy,
-        breaker_cooldown: Duration,
-    ) -> Self {
-        Self {
-            stats,
-            instance,
-            restarts,
-            breaker_cooldown,
-            ready: false,
-            in_flight: 0,
-            restart_pending: false,
-            outage_streak: 0,
-            open_until: None,
-            last_success: None,
-        }
-    }
+/// A store message answered by one call of the store's repository, as a
+/// task of its own ([`Store::run`]). Declared with [`store_messages!`], so
+/// the message `FindUserById` is answered by the repository method
+/// `find_user_by_id`, and `"find_user_by_id"` names the operation in
+/// errors, spans and metrics: one name from message to metric label.
+pub trait StoreCall<Repo>: Sized + 'static {
+    type Output: 'static;
+    type Error: From<DependencyError> + Outage + fmt::Display + 'static;
+    /// The repository method's name.
+    const OPERATION: &'static str;
 
-    fn breaker_open(&self, now: Instant) -> bool {
-        self.open_until.is_some_and(|until| now < until)
-    }
-
-    /// Forgets per-incarnation state; called when the supervisor restarts.
-    pub fn reset(&mut self) {
-        self.in_flight = 0;
-        self.restart_pending = false;
-        self.last_success = None;
-        self.set_ready(false);
-    }
-
-    pub fn stats(&self) -> &Arc<ActorStats> {
-        &self.stats
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.ready
-    }
-
-    pub fn set_ready(&mut self, ready: bool) {
-        self.ready = ready;
-        self.set_state(if ready { ActorState::Running } else { ActorState::Starting });
-    }
-
-    pub fn set_state(&self, state: ActorState) {
-        self.stats.set_instance_state(self.instance, state);
-    }
-
-    /// The dependency answered a call within [`RECENT_SUCCESS`].
-    fn answered_recently(&self, now: Instant) -> bool {
-        self.ready && self.last_success.is_some_and(|t| now.duration_since(t) < RECENT_SUCCESS)
-    }
-
-    /// A repository call panicked: restart as soon as the calls in flight
-    /// are back (`true`: now).
-    fn panicked(&mut self) -> bool {
-        self.in_flight = self.in_flight.saturating_sub(1);
-        self.stats.record_error("a call panicked; restarting".to_owned());
-        self.restart_pending = true;
-        self.in_flight == 0
-    }
-
-    /// Records the outcome of a repository call; `true` means the actor
-    /// should restart now (the decision is deferred until in-flight calls
-    /// finish).
-    fn observe<E: Outage + fmt::Display>(&mut self, error: Option<&E>) -> bool {
-        self.in_flight = self.in_flight.saturating_sub(1);
-        match error {
-            Some(e) if e.is_outage() => {
-                let now = Instant::now();
-                self.stats.record_error(e.to_string());
-                self.set_state(ActorState::Degraded);
-                self.last_success = None;
-                self.outage_streak = self.outage_streak.saturating_add(1);
-                if self.outage_streak >= self.restarts.threshold() {
-                    self.open_until = Some(now + self.breaker_cooldown);
-                }
-                if self.restarts.record_outage(now) {
-                    self.restart_pending = true;
-                }
-            }
-            // Busy (our own overload) and rejected statements say nothing
-            // about the dependency's health.
-            Some(_) => {}
-            None => {
-                self.outage_streak = 0;
-                self.open_until = None;
-                self.last_success = Some(Instant::now());
-                self.restarts.record_success();
-                if self.ready {
-                    self.set_state(ActorState::Running);
-                }
-            }
-        }
-        self.restart_pending && self.in_flight == 0
-    }
+    fn call(self, repo: Repo) -> impl Future<Output = Result<Self::Output, Self::Error>> + 'static;
 }
+
+/// Declares messages of a store whose repository type is `$repo`: for each,
+/// the message struct (tuple or named fields), its `actix::Message` impl,
+/// and its [`StoreCall`] on the repository method named after it.
+///
+/// ```text
+/// store_messages! { UserRepository;
+///     /// A user by id.
+///     FindUserById(id: UserId) -> Result<Option<User>, DependencyError>
+///         => find_user_by_id(id);
+/// }
+/// ```
+macro_rules! store_messages {
+    ($repo:ty; $(
+        $(#[$attr:meta])*
+        $name:ident $fields:tt -> Result<$ok:ty, $err:ty> => $method:ident($($arg:expr),* $(,)?);
+    )+) => {
+        $(
+            $crate::actors::store::store_message!(
+                $repo; $(#[$attr])* $name $fields -> $ok, $err => $method($($arg),*)
+            );
+        )+
+    };
+}
+pub(crate) use store_messages;
+
+/// One message of [`store_messages!`].
+macro_rules! store_message {
+    ($repo:ty; $(#[$attr:meta])* $name:ident ($($field:ident: $ty:ty),* $(,)?)
+        -> $ok:ty, $err:ty => $method:ident($($arg:expr),*)) => {
+        $(#[$attr])*
+        pub struct $name($(pub $ty),*);
+        $crate::actors::store::store_message!(@call $repo; $name -> $ok, $err;
+            |$name($($field),*)| $method($($arg),*));
+    };
+    ($repo:ty; $(#[$attr:meta])* $name:ident { $($field:ident: $ty:ty),* $(,)? }
+        -> $ok:ty, $err:ty => $method:ident($($arg:expr),*)) => {
+        $(#[$attr])*
+        pub struct $name { $(pub $field: $ty),* }
+        $crate::actors::store::store_message!(@call $repo; $name -> $ok, $err;
+            |$name { $($field),* }| $method($($arg),*));
+    };
+    (@call $repo:ty; $name:ident -> $ok:ty, $err:ty; |$pattern:pat_param| $method:ident($($arg:expr),*)) => {
+        impl actix::Message for $name {
+            type Result = Result<$ok, $err>;
+        }
+
+        impl $crate::actors::store::StoreCall<$repo> for $name {
+            type Output = $ok;
+            type Error = $err;
+            const OPERATION: &'static str = stringify!($method);
+
+            #[allow(clippy::manual_async_fn)]
+            fn call(self, repo: $repo) -> impl Future<Output = Result<$ok, $err>> + 'static {
+                async move {
+                    let $pattern = self;
+                    repo.$method($($arg),*).await
+                }
+            }
+        }
+    };
+}
+pub(crate) use store_message;
+
+/// The handlers every store has alike: each [`StoreCall`] message runs its
+/// repository call through [`Store::run`], and [`Restart`] stops the
+/// instance for its supervisor to restart.
+macro_rules! store_handlers {
+    ($store:ty, $repo:ty) => {
+        impl<M> actix::Handler<$crate::actors::Traced<M>> for $store
+        where
+            M: $crate::actors::store::StoreCall<$repo>
+                + actix::Message<
+                    Result = Result<
+                        <M as $crate::actors::store::StoreCall<$repo>>::Output,
+                        <M as $crate::actors::store::StoreCall<$repo>>::Error,
+                    >,
+                >,
+        {
+            type Result = actix::ResponseFuture<
+                Result<
+                    <M as $crate::actors::store::StoreCall<$repo>>::Output,
+                    <M as $crate::actors::store::StoreCall<$repo>>::Error,
+                >,
+            >;
+
+            fn handle(
+                &mut self,
+                msg: $crate::actors::Traced<M>,
+                ctx: &mut Self::Context,
+            ) -> Self::Result {
+                let (msg, span, ticket) = msg.open();
+                $crate::actors::store::Store::run(self, ctx, span, ticket, M::OPERATION, |repo| {
+                    msg.call(repo)
+                })
+            }
+        }
+
+        impl actix::Handler<$crate::actors::supervision::Restart> for $store {
+            type Result = ();
+
+            fn handle(&mut self, _: $crate::actors::supervision::Restart, ctx: &mut Self::Context) {
+                actix::ActorContext::stop(ctx);
+            }
+        }
+    };
+}
+pub(crate) use store_handlers;
 
 pub trait Store: Actor<Context = Context<Self>> + Handler<Restart> {
     const NAME: &'static str;
@@ -297,6 +174,19 @@ pub trait Store: Actor<Context = Context<Self>> + Handler<Restart> {
 
     /// The repository, or why it cannot be used yet.
     fn repo(&self, operation: &'static str) -> Result<Self::Repo, DependencyError>;
+
+    /// For `Actor::stopped`: every instance reports it.
+    fn report_stopped(&self) {
+        self.health().borrow().set_state(ActorState::Stopped);
+    }
+
+    /// For `Supervised::restarting`: counted, and the per-incarnation
+    /// health state forgotten.
+    fn report_restarting(&self) {
+        let mut health = self.health().borrow_mut();
+        health.stats().record_restart();
+        health.reset();
+    }
 
     /// Starts a repository call as a task of its own on this thread and
     /// answers with its result. Its own task, not a future of the actor's
@@ -320,16 +210,11 @@ pub trait Store: Actor<Context = Context<Self>> + Handler<Restart> {
         E: From<DependencyError> + Outage + fmt::Display + 'static,
         Fut: Future<Output = Result<T, E>> + 'static,
     {
-        let refusal = {
-            let health = self.health().borrow();
-            if health.restart_pending {
-                Some(DependencyError::outage(self.dependency(), operation, "restarting its pool"))
-            } else if operation != PROBE_OPERATION && health.breaker_open(Instant::now()) {
-                Some(DependencyError::outage(self.dependency(), operation, "down (circuit open)"))
-            } else {
-                None
-            }
-        };
+        let refusal = self
+            .health()
+            .borrow()
+            .refusal(operation == PROBE_OPERATION, Instant::now())
+            .map(|reason| DependencyError::outage(self.dependency(), operation, reason));
         let repo = match refusal.map_or_else(|| self.repo(operation), Err) {
             Ok(repo) => repo,
             Err(e) => {
@@ -338,7 +223,7 @@ pub trait Store: Actor<Context = Context<Self>> + Handler<Restart> {
             }
         };
         let health = Rc::clone(self.health());
-        health.borrow_mut().in_flight += 1;
+        health.borrow_mut().call_started();
         let me = ctx.address();
         let dependency = self.dependency();
         let work = AssertUnwindSafe(call(repo).instrument(span)).catch_unwind();
@@ -382,7 +267,7 @@ pub trait Store: Actor<Context = Context<Self>> + Handler<Restart> {
         ticket: Ticket,
         sample: PoolSample,
         ping: impl FnOnce(Self::Repo) -> Fut,
-    ) -> ResponseFuture<(Result<(), DependencyError>, PoolSample)>
+    ) -> ResponseFuture<Probe>
     where
         Fut: Future<Output = Result<(), DependencyError>> + 'static,
     {
@@ -396,10 +281,12 @@ pub trait Store: Actor<Context = Context<Self>> + Handler<Restart> {
 
 #[cfg(test)]
 mod tests {
+    use std::{sync::Arc, time::Duration};
+
     use super::*;
     use crate::{
         actors::{
-            ActorClient, Traced,
+            ActorClient, ActorStats, Traced,
             session_store::{
                 CreateSession, SessionBackendSettings, SessionOrigin, SessionPolicy, SessionStore,
             },
@@ -407,7 +294,6 @@ mod tests {
         },
         config::Settings,
         domain::{Role, User, UserId},
-        error::Dependency,
         telemetry::metrics::Metrics,
         workers::Workers,
     };
@@ -523,75 +409,5 @@ mod tests {
             workers.stop();
             actix::System::current().stop();
         });
-    }
-
-    fn health(threshold: u32) -> StoreHealth {
-        let stats = ActorStats::new("Test", 8, Metrics::new().expect("metrics"));
-        let policy = RestartPolicy::new(threshold, Duration::from_secs(30));
-        let mut health = StoreHealth::new(stats, 0, policy, Duration::from_secs(2));
-        health.set_ready(true);
-        health
-    }
-
-    fn outage() -> DependencyError {
-        DependencyError::outage(Dependency::Postgres, "q", "refused")
-    }
-
-    #[test]
-    fn the_breaker_opens_at_the_threshold_and_a_success_closes_it() {
-        let mut h = health(3);
-        let now = Instant::now();
-        for _ in 0..2 {
-            h.in_flight += 1;
-            h.observe(Some(&outage()));
-            assert!(!h.breaker_open(now), "below the threshold");
-        }
-        h.in_flight += 1;
-        h.observe(Some(&outage()));
-        assert!(h.breaker_open(Instant::now()));
-        assert!(!h.breaker_open(Instant::now() + Duration::from_secs(3)), "cools down");
-        h.in_flight += 1;
-        h.observe::<DependencyError>(None);
-        assert!(!h.breaker_open(Instant::now()), "a success closes it");
-    }
-
-    #[test]
-    fn a_restart_waits_for_in_flight_calls() {
-        let mut h = health(1);
-        h.in_flight = 2;
-        assert!(!h.observe(Some(&outage())), "one call still running");
-        assert!(h.restart_pending);
-        assert!(h.observe::<DependencyError>(None), "restart once the last call is back");
-    }
-
-    #[test]
-    fn a_recent_success_answers_probes_and_an_outage_clears_it() {
-        let mut h = health(3);
-        assert!(!h.answered_recently(Instant::now()), "nothing answered yet");
-        h.in_flight = 1;
-        h.observe::<DependencyError>(None);
-        assert!(h.answered_recently(Instant::now()));
-        assert!(!h.answered_recently(Instant::now() + RECENT_SUCCESS), "only for a second");
-        h.in_flight = 1;
-        h.observe(Some(&outage()));
-        assert!(!h.answered_recently(Instant::now()));
-    }
-
-    #[test]
-    fn busy_pools_are_not_outages() {
-        let mut h = health(1);
-        h.in_flight = 1;
-        let busy = DependencyError::busy(Dependency::Postgres, "q", "pool checkout timed out");
-        assert!(!h.observe(Some(&busy)));
-        assert!(!h.restart_pending && !h.breaker_open(Instant::now()));
-    }
-
-    #[test]
-    fn rejected_queries_are_not_outages() {
-        let mut h = health(1);
-        h.in_flight = 1;
-        let bug = DependencyError::rejected(Dependency::Postgres, "q", "check violation");
-        assert!(!h.observe(Some(&bug)));
-        assert!(!h.restart_pending && !h.breaker_open(Instant::now()));
     }
 }

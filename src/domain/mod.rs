@@ -9,6 +9,7 @@
 mod email;
 mod password;
 mod profile;
+mod registration;
 mod role;
 mod session_id;
 mod user;
@@ -16,6 +17,7 @@ mod user;
 pub use email::Email;
 pub use password::{Password, PasswordHash};
 pub use profile::{Avatar, PersonName};
+pub use registration::Registration;
 pub use role::Role;
 pub use session_id::SessionId;
 pub use user::{NewUser, User, UserCredentials, UserId};

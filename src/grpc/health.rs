@@ -1,77 +1,63 @@
-//! What `grpc.health.v1.Health` reports, and the draining switch shared with
-//! `/health/ready`.
+//! `grpc.health.v1.Health`, mirroring the core's [`ServiceHealth`].
 //!
 //! Entries: one per dependency (`postgres`, `redis`; embedded: `sqlite`,
-//! `memory`), and the API
-//! (`userService.UserService`, plus `""` for the whole server) serving only
-//! when every dependency is up and the server is not draining.
+//! `memory`), and the API (`userService.UserService`, plus `""` for the
+//! whole server) serving only when every dependency is up and the server is
+//! not draining. When the drain begins every entry reports NOT_SERVING and
+//! is then removed, which ends open `Watch` streams so they do not hold the
+//! graceful drain open.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
-};
-
+use tokio::task::JoinHandle;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use crate::error::Dependency;
+use crate::actors::health::{HealthStatus, ServiceHealth};
 
 /// The gRPC health service name covering the whole API.
 pub const API_SERVICE: &str = "userService.UserService";
 
-#[derive(Clone)]
-pub struct ServingState {
-    reporter: HealthReporter,
-    draining: Arc<AtomicBool>,
+/// Starts NOT_SERVING everywhere (tonic-health would report `""` as
+/// SERVING before the first dependency probe), then follows `health` in a
+/// task of its own, which ends once the drain is reported.
+pub async fn mirror(health: &ServiceHealth, reporter: HealthReporter) -> JoinHandle<()> {
+    for name in ["", API_SERVICE] {
+        reporter.set_service_status(name, ServingStatus::NotServing).await;
+    }
+    let mut updates = health.subscribe();
+    tokio::spawn(async move {
+        let mut published: Vec<String> = vec![API_SERVICE.to_owned(), String::new()];
+        loop {
+            let status = updates.borrow_and_update().clone();
+            if status.draining {
+                drain(reporter, &published).await;
+                return;
+            }
+            publish(&reporter, &status, &mut published).await;
+            if updates.changed().await.is_err() {
+                return;
+            }
+        }
+    })
 }
 
-impl ServingState {
-    /// Starts NOT_SERVING everywhere (tonic-health would report `""` as
-    /// SERVING before the first dependency probe).
-    pub async fn new(reporter: HealthReporter) -> Self {
-        for name in ["", API_SERVICE] {
-            reporter.set_service_status(name, ServingStatus::NotServing).await;
-        }
-        Self { reporter, draining: Arc::new(AtomicBool::new(false)) }
-    }
-
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::SeqCst)
-    }
-
-    /// Publishes dependency status; ignored once draining.
-    pub async fn publish(&self, dependencies: &[(String, bool)]) {
-        let status = |up: bool| if up { ServingStatus::Serving } else { ServingStatus::NotServing };
-        let all_up = dependencies.iter().all(|(_, up)| *up);
-        for (name, up) in dependencies {
-            if self.is_draining() {
-                return;
-            }
-            self.reporter.set_service_status(name, status(*up)).await;
-        }
-        for name in [API_SERVICE, ""] {
-            if self.is_draining() {
-                return;
-            }
-            self.reporter.set_service_status(name, status(all_up)).await;
+async fn publish(reporter: &HealthReporter, status: &HealthStatus, published: &mut Vec<String>) {
+    let serving = |up: bool| if up { ServingStatus::Serving } else { ServingStatus::NotServing };
+    for (dependency, up) in &status.dependencies {
+        let name = dependency.to_string();
+        reporter.set_service_status(&name, serving(*up)).await;
+        if !published.contains(&name) {
+            published.push(name);
         }
     }
+    for name in [API_SERVICE, ""] {
+        reporter.set_service_status(name, serving(status.serving())).await;
+    }
+}
 
-    /// Shutdown begins: everything reports NOT_SERVING (watchers see it),
-    /// then every entry is removed, which ends open `Watch` streams so they
-    /// do not hold the graceful drain open.
-    pub async fn begin_drain(&self, dependencies: [Dependency; 2]) {
-        self.draining.store(true, Ordering::SeqCst);
-        let mut reporter = self.reporter.clone();
-        let names: Vec<String> = dependencies
-            .iter()
-            .map(ToString::to_string)
-            .chain([API_SERVICE.to_owned(), String::new()])
-            .collect();
-        for name in &names {
-            reporter.set_service_status(name, ServingStatus::NotServing).await;
-        }
-        for name in &names {
-            reporter.clear_service_status(name).await;
-        }
+async fn drain(mut reporter: HealthReporter, published: &[String]) {
+    for name in published {
+        reporter.set_service_status(name, ServingStatus::NotServing).await;
+    }
+    for name in published {
+        reporter.clear_service_status(name).await;
     }
 }

@@ -1,12 +1,15 @@
-//! The gRPC adapter: `UserService` over [`crate::service::AuthService`],
-//! plus reflection and `grpc.health.v1`. Translates only: protobuf in,
-//! use case, protobuf or a status out.
+//! The gRPC adapter: `UserService` over [`crate::service::AuthService`]
+//! ([`service`]), plus reflection and `grpc.health.v1` ([`health`]), served
+//! by [`server`] through the RPC layer ([`layers`]). Translates only:
+//! protobuf in, use case, protobuf or a status ([`status`]) out.
 
 pub mod health;
 pub mod layers;
+pub mod server;
 mod service;
 pub mod status;
 
+pub use server::{GrpcServer, ServeError};
 pub use service::UserServiceImpl;
 
 /// Code generated from `proto/user.proto` by `build.rs`.

@@ -1,3 +1,7 @@
+//! `userService.UserService`: each RPC parses its request into domain
+//! types, calls its use case, and translates the answer (or the error, via
+//! [`to_status`]) back to protobuf.
+
 use std::sync::Arc;
 
 use prost_types::Timestamp;
@@ -10,9 +14,10 @@ use super::{
 };
 use crate::{
     actors::session_store::SessionOrigin,
-    domain::User,
+    domain::{Email, Password, Registration, SessionId, User, UserId},
+    error::AuthError,
     net::{self, Cidr},
-    service::{AuthService, RawSecret, RegisterInput},
+    service::{AuthService, Caller},
 };
 
 /// Longest user agent kept with a session.
@@ -50,14 +55,29 @@ impl UserServiceImpl {
     }
 }
 
-/// The `session_id` metadata value; absent, empty or non-ASCII count as none.
-fn session_id<T>(request: &Request<T>) -> Option<&str> {
+/// The `session_id` metadata value, parsed; absent, empty, non-ASCII or
+/// malformed count as none (no such session can exist).
+fn session_id<T>(request: &Request<T>) -> Option<SessionId> {
     request
         .metadata()
         .get(SESSION_METADATA_KEY)
         .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
+        .and_then(|v| SessionId::parse(v.trim()))
+}
+
+/// The session an RPC needs; UNAUTHENTICATED without one.
+fn required_session<T>(request: &Request<T>) -> Result<SessionId, Status> {
+    session_id(request).ok_or_else(|| to_status(AuthError::Unauthenticated))
+}
+
+/// Who calls: the session named, if any.
+fn caller<T>(request: &Request<T>) -> Caller {
+    session_id(request).map_or(Caller::Anonymous, Caller::Session)
+}
+
+/// An input rule broken, as the status that names its field.
+fn invalid(error: crate::domain::InvalidInput) -> Status {
+    to_status(error.into())
 }
 
 fn timestamp(t: chrono::DateTime<chrono::Utc>) -> Timestamp {
@@ -91,17 +111,18 @@ impl UserService for UserServiceImpl {
         &self,
         request: Request<proto::RegisterRequest>,
     ) -> Result<Response<proto::RegisterResponse>, Status> {
-        let caller = session_id(&request).map(str::to_owned);
+        let caller = caller(&request);
         let r = request.into_inner();
-        let input = RegisterInput {
-            email: r.email,
-            first_name: r.first_name,
-            last_name: r.last_name,
-            password: RawSecret(r.password),
-            role: r.role,
-            avatar: r.avatar,
-        };
-        let user = self.auth.register(input, caller.as_deref()).await.map_err(to_status)?;
+        let registration = Registration::parse(
+            &r.email,
+            &r.first_name,
+            &r.last_name,
+            r.password,
+            &r.role,
+            &r.avatar,
+        )
+        .map_err(invalid)?;
+        let user = self.auth.register(registration, &caller).await.map_err(to_status)?;
         Ok(Response::new(proto::RegisterResponse { user: Some(to_proto(user)) }))
     }
 
@@ -109,9 +130,8 @@ impl UserService for UserServiceImpl {
         &self,
         request: Request<proto::FindByEmailRequest>,
     ) -> Result<Response<proto::FindByEmailResponse>, Status> {
-        let session = session_id(&request);
-        let user =
-            self.auth.find_by_email(&request.get_ref().email, session).await.map_err(to_status)?;
+        let email = Email::parse(&request.get_ref().email, "email");
+        let user = self.auth.find_by_email(&caller(&request), email).await.map_err(to_status)?;
         Ok(Response::new(proto::FindByEmailResponse { user: Some(to_proto(user)) }))
     }
 
@@ -119,9 +139,8 @@ impl UserService for UserServiceImpl {
         &self,
         request: Request<proto::FindByIdRequest>,
     ) -> Result<Response<proto::FindByIdResponse>, Status> {
-        let session = session_id(&request);
-        let user =
-            self.auth.find_by_id(&request.get_ref().uuid, session).await.map_err(to_status)?;
+        let id = UserId::parse(&request.get_ref().uuid);
+        let user = self.auth.find_by_id(&caller(&request), id).await.map_err(to_status)?;
         Ok(Response::new(proto::FindByIdResponse { user: Some(to_proto(user)) }))
     }
 
@@ -131,8 +150,9 @@ impl UserService for UserServiceImpl {
     ) -> Result<Response<proto::LoginResponse>, Status> {
         let origin = self.origin(&request);
         let r = request.into_inner();
-        let (user, session) =
-            self.auth.login(&r.email, r.password, origin).await.map_err(to_status)?;
+        let email = Email::parse(&r.email, "email").map_err(invalid)?;
+        let password = Password::parse_existing(r.password).map_err(invalid)?;
+        let (user, session) = self.auth.login(email, password, origin).await.map_err(to_status)?;
         Ok(Response::new(proto::LoginResponse {
             user: Some(to_proto(user)),
             session_id: session.expose().to_owned(),
@@ -143,7 +163,8 @@ impl UserService for UserServiceImpl {
         &self,
         request: Request<proto::GetMeRequest>,
     ) -> Result<Response<proto::GetMeResponse>, Status> {
-        let user = self.auth.get_me(session_id(&request)).await.map_err(to_status)?;
+        let session = required_session(&request)?;
+        let user = self.auth.get_me(&session).await.map_err(to_status)?;
         Ok(Response::new(proto::GetMeResponse { user: Some(to_proto(user)) }))
     }
 
@@ -151,7 +172,7 @@ impl UserService for UserServiceImpl {
         &self,
         request: Request<proto::LogoutRequest>,
     ) -> Result<Response<proto::LogoutResponse>, Status> {
-        self.auth.logout(session_id(&request)).await.map_err(to_status)?;
+        self.auth.logout(required_session(&request)?).await.map_err(to_status)?;
         Ok(Response::new(proto::LogoutResponse {}))
     }
 
@@ -159,8 +180,8 @@ impl UserService for UserServiceImpl {
         &self,
         request: Request<proto::ListSessionsRequest>,
     ) -> Result<Response<proto::ListSessionsResponse>, Status> {
-        let (sessions, current) =
-            self.auth.list_sessions(session_id(&request)).await.map_err(to_status)?;
+        let session = required_session(&request)?;
+        let (sessions, current) = self.auth.list_sessions(&session).await.map_err(to_status)?;
         let sessions = sessions
             .into_iter()
             .map(|s| proto::SessionInfo {
@@ -179,8 +200,9 @@ impl UserService for UserServiceImpl {
         &self,
         request: Request<proto::RevokeSessionRequest>,
     ) -> Result<Response<proto::RevokeSessionResponse>, Status> {
-        let session = session_id(&request);
-        self.auth.revoke_session(session, &request.get_ref().handle).await.map_err(to_status)?;
+        let session = required_session(&request)?;
+        let handle = &request.get_ref().handle;
+        self.auth.revoke_session(&session, handle).await.map_err(to_status)?;
         Ok(Response::new(proto::RevokeSessionResponse {}))
     }
 
@@ -188,8 +210,9 @@ impl UserService for UserServiceImpl {
         &self,
         request: Request<proto::LogoutAllRequest>,
     ) -> Result<Response<proto::LogoutAllResponse>, Status> {
+        let session = required_session(&request)?;
         let keep = request.get_ref().keep_current;
-        let ended = self.auth.logout_all(session_id(&request), keep).await.map_err(to_status)?;
+        let ended = self.auth.logout_all(session, keep).await.map_err(to_status)?;
         Ok(Response::new(proto::LogoutAllResponse { ended }))
     }
 
@@ -197,14 +220,13 @@ impl UserService for UserServiceImpl {
         &self,
         request: Request<proto::ChangePasswordRequest>,
     ) -> Result<Response<proto::ChangePasswordResponse>, Status> {
-        let session = session_id(&request).map(str::to_owned);
+        let session = required_session(&request)?;
         let address = self.origin(&request).client_address;
         let r = request.into_inner();
-        let ended = self
-            .auth
-            .change_password(session.as_deref(), &address, r.old_password, r.new_password)
-            .await
-            .map_err(to_status)?;
+        let old = Password::parse_existing(r.old_password).map_err(invalid)?;
+        let new = Password::parse_new(r.new_password).map_err(invalid)?;
+        let ended =
+            self.auth.change_password(session, &address, old, new).await.map_err(to_status)?;
         Ok(Response::new(proto::ChangePasswordResponse { ended }))
     }
 }

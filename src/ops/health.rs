@@ -10,12 +10,13 @@ use actix::{Actor, Handler, dev::ToEnvelope};
 use crate::{
     actors::{
         ActorClient, CheckHealth, Traced,
+        health::ServiceHealth,
         metrics::{GetActorReport, MetricsSampler},
         session_store::SessionStore,
+        store::first_failure,
         user_store::UserStore,
     },
     config::StorageBackend,
-    grpc::health::ServingState,
 };
 
 /// How long a readiness probe waits for each store. Kubernetes' default
@@ -27,7 +28,7 @@ pub struct OpsState {
     pub users: ActorClient<UserStore>,
     pub sessions: ActorClient<SessionStore>,
     pub sampler: ActorClient<MetricsSampler>,
-    pub serving: ServingState,
+    pub health: ServiceHealth,
     pub storage: StorageBackend,
 }
 
@@ -47,7 +48,7 @@ async fn live() -> HttpResponse {
 #[get("/health/ready")]
 async fn ready(state: web::Data<OpsState>) -> HttpResponse {
     let backend = state.storage;
-    if state.serving.is_draining() {
+    if state.health.is_draining() {
         return HttpResponse::ServiceUnavailable()
             .json(json!({ "status": "shutting down", "backend": backend }));
     }
@@ -82,11 +83,7 @@ where
 {
     // Every instance: a request may land on any of them.
     match tokio::time::timeout(PROBE_TIMEOUT, client.call_each(CheckHealth)).await {
-        Ok(answers) => answers.into_iter().find_map(|answer| match answer {
-            Ok((Ok(()), _)) => None,
-            Ok((Err(e), _)) => Some(e.to_string()),
-            Err(e) => Some(e.to_string()),
-        }),
+        Ok(answers) => first_failure(answers),
         Err(_) => Some(format!("no answer within {PROBE_TIMEOUT:?}")),
     }
 }

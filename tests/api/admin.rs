@@ -1,6 +1,7 @@
 use auth_service::{
-    cli::{AccountAction, AccountArgs, AdminCreateArgs, CliError, admin_account, ensure_admin},
+    cli::{AccountArgs, AdminCreateArgs, CliError, admin_account, ensure_admin},
     grpc::proto::{FindByEmailRequest, FindByIdRequest, GetMeRequest},
+    service::AccountAction,
 };
 use tonic::Code;
 
@@ -125,7 +126,7 @@ async fn revoking_or_disabling_ends_every_session_and_cached_copy_at_once() {
     let lookup = || FindByEmailRequest { email: email.clone() };
     client.find_by_email(with_session(lookup(), &watcher)).await.expect("cached");
 
-    let out = account_command(&app, AccountAction::Revoke, &email).expect("revoke");
+    let out = account_command(&app, AccountAction::RevokeSessions, &email).expect("revoke");
     assert!(out.contains("2 session(s) ended"), "{out}");
     for session in [&first, &second] {
         let status =
@@ -148,6 +149,7 @@ async fn embedded_revoke_says_why_it_cannot() {
     let mut client = app.client();
     let email = unique_email();
     register(&mut client, &email, PASSWORD).await;
-    let refused = account_command(&app, AccountAction::Revoke, &email).expect_err("embedded");
+    let refused =
+        account_command(&app, AccountAction::RevokeSessions, &email).expect_err("embedded");
     assert!(refused.to_string().contains("restart"), "{refused}");
 }

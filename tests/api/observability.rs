@@ -382,7 +382,7 @@ async fn a_login_with_traceparent_exports_one_connected_trace() {
         "UserStore.FindCredentials",
         "PasswordHasher.VerifyPassword",
         "SessionStore.CreateSession",
-        "postgres select_user_by_email",
+        "postgres find_credentials",
         "redis reserve_login_attempt",
         "redis create_session",
     ] {
@@ -407,7 +407,7 @@ async fn a_login_with_traceparent_exports_one_connected_trace() {
     assert_eq!(attribute(rpc, "rpc.service").as_deref(), Some("userService.UserService"));
     assert_eq!(attribute(rpc, "rpc.method").as_deref(), Some("Login"));
     assert_eq!(attribute(rpc, "rpc.grpc.status_code").as_deref(), Some("0"));
-    let sql = trace.iter().find(|s| s.name == "postgres select_user_by_email").expect("sql span");
+    let sql = trace.iter().find(|s| s.name == "postgres find_credentials").expect("sql span");
     assert_eq!(attribute(sql, "db.system").as_deref(), Some("postgresql"));
     // Actor spans hang off the RPC; SQL spans off their actor span.
     let actor = trace.iter().find(|s| s.name == "UserStore.FindCredentials").expect("actor span");

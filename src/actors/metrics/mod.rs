@@ -20,13 +20,18 @@ use actix::{
 use serde::Serialize;
 
 use super::{
-    ActorClient, ActorSnapshot, ActorState, ActorStats, CheckHealth, PoolSample, Traced,
-    session_store::SessionStore, user_store::UserStore,
+    client::ActorClient,
+    health::ServiceHealth,
+    pool::PoolSample,
+    session_store::SessionStore,
+    stats::{ActorSnapshot, ActorState, ActorStats},
+    store::{CheckHealth, Probe},
+    traced::Traced,
+    user_store::UserStore,
 };
 use crate::{
     config::StorageBackend,
-    error::{CallError, Dependency, DependencyError},
-    grpc::health::ServingState,
+    error::{CallError, Dependency},
     telemetry::metrics::Metrics,
 };
 
@@ -55,14 +60,21 @@ impl Message for GetActorReport {
     type Result = ActorReport;
 }
 
+/// What the sampler samples and where it publishes.
+pub struct Sampled {
+    pub interval: Duration,
+    /// The actors whose mailboxes and states it samples (itself besides).
+    pub actors: Vec<Arc<ActorStats>>,
+    pub users: ActorClient<UserStore>,
+    pub sessions: ActorClient<SessionStore>,
+    pub storage: StorageBackend,
+    /// Where dependency health goes, for the adapters.
+    pub health: ServiceHealth,
+    pub metrics: Metrics,
+}
+
 pub struct MetricsSampler {
-    interval: Duration,
-    actors: Vec<Arc<ActorStats>>,
-    users: ActorClient<UserStore>,
-    sessions: ActorClient<SessionStore>,
-    serving: ServingState,
-    storage: StorageBackend,
-    metrics: Metrics,
+    sampled: Sampled,
     stats: Arc<ActorStats>,
     dependencies: BTreeMap<Dependency, DependencyStatus>,
     sampled_at: Option<chrono::DateTime<chrono::Utc>>,
@@ -75,25 +87,9 @@ pub struct MetricsSampler {
 const FAST_RESAMPLE: Duration = Duration::from_millis(500);
 
 impl MetricsSampler {
-    #[allow(clippy::too_many_arguments)]
-    pub fn start(
-        interval: Duration,
-        actors: Vec<Arc<ActorStats>>,
-        users: ActorClient<UserStore>,
-        sessions: ActorClient<SessionStore>,
-        serving: ServingState,
-        storage: StorageBackend,
-        metrics: Metrics,
-        stats: Arc<ActorStats>,
-    ) -> ActorClient<Self> {
+    pub fn start(sampled: Sampled, stats: Arc<ActorStats>) -> ActorClient<Self> {
         let sampler = Self {
-            interval,
-            actors,
-            users,
-            sessions,
-            serving,
-            storage,
-            metrics,
+            sampled,
             stats: Arc::clone(&stats),
             dependencies: BTreeMap::new(),
             sampled_at: None,
@@ -120,23 +116,24 @@ impl MetricsSampler {
 
     /// The sampled actors and the sampler itself.
     fn all_stats(&self) -> impl Iterator<Item = &Arc<ActorStats>> {
-        self.actors.iter().chain(std::iter::once(&self.stats))
+        self.sampled.actors.iter().chain(std::iter::once(&self.stats))
     }
 
     fn sample(&mut self, ctx: &mut Context<Self>) {
         for stats in self.all_stats() {
             let snap = stats.snapshot();
             let label = [snap.name];
-            self.metrics.actor_mailbox_queued.with_label_values(&label).set(snap.queued as i64);
-            self.metrics.actor_in_flight.with_label_values(&label).set(snap.in_flight as i64);
+            let metrics = &self.sampled.metrics;
+            metrics.actor_mailbox_queued.with_label_values(&label).set(snap.queued as i64);
+            metrics.actor_in_flight.with_label_values(&label).set(snap.in_flight as i64);
         }
         if self.probe_pending {
             return;
         }
         self.probe_pending = true;
-        let users = self.users.clone();
-        let sessions = self.sessions.clone();
-        let [user_dependency, session_dependency] = self.storage.dependencies();
+        let users = self.sampled.users.clone();
+        let sessions = self.sampled.sessions.clone();
+        let [user_dependency, session_dependency] = self.sampled.storage.dependencies();
         let probes = async move {
             let (users, sessions) =
                 tokio::join!(users.call_each(CheckHealth), sessions.call_each(CheckHealth));
@@ -156,7 +153,8 @@ impl MetricsSampler {
                     ),
                 };
                 act.record_pool(dependency, sample);
-                act.metrics
+                act.sampled
+                    .metrics
                     .dependency_up
                     .with_label_values(&[dependency.to_string().as_str()])
                     .set(i64::from(status.up));
@@ -179,7 +177,7 @@ impl MetricsSampler {
 
     fn record_pool(&self, dependency: Dependency, sample: PoolSample) {
         let pool = dependency.to_string();
-        let m = &self.metrics;
+        let m = &self.sampled.metrics;
         let in_use = sample.connections.saturating_sub(sample.idle);
         m.pool_connections.with_label_values(&[pool.as_str(), "idle"]).set(sample.idle.into());
         m.pool_connections.with_label_values(&[pool.as_str(), "in_use"]).set(in_use.into());
@@ -192,17 +190,11 @@ impl MetricsSampler {
             .set(i64::try_from(sample.timeouts).unwrap_or(i64::MAX));
     }
 
-    /// Mirrors dependency status into grpc.health.v1.
+    /// Publishes dependency status for the adapters.
     fn publish_health(&self) {
-        let serving = self.serving.clone();
-        let statuses: Vec<(String, bool)> =
-            self.dependencies.iter().map(|(d, s)| (d.to_string(), s.up)).collect();
-        actix::spawn(async move { serving.publish(&statuses).await });
+        self.sampled.health.publish(self.dependencies.iter().map(|(d, s)| (*d, s.up)).collect());
     }
 }
-
-/// A store instance's answer to [`CheckHealth`].
-type Probe = (Result<(), DependencyError>, PoolSample);
 
 /// One answer for a store run as several instances: up only if every
 /// instance's dependency answered (a request may land on any of them), and
@@ -231,7 +223,7 @@ impl Actor for MetricsSampler {
         ctx.set_mailbox_capacity(self.stats.capacity());
         self.stats.set_state(ActorState::Running);
         self.guarded(ctx, Self::sample);
-        ctx.run_interval(self.interval, |act, ctx| act.guarded(ctx, Self::sample));
+        ctx.run_interval(self.sampled.interval, |act, ctx| act.guarded(ctx, Self::sample));
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
@@ -255,7 +247,7 @@ impl Handler<Traced<GetActorReport>> for MetricsSampler {
         let (GetActorReport, _span, _ticket) = msg.open();
         let actors = self.all_stats().map(|s| s.snapshot()).collect();
         ActorReport {
-            backend: self.storage,
+            backend: self.sampled.storage,
             actors,
             dependencies: self.dependencies.clone(),
             sampled_at: self.sampled_at,
@@ -313,19 +305,17 @@ mod tests {
                 stats("S"),
                 &workers,
             );
-            let (reporter, _service) = tonic_health::server::health_reporter();
-            let serving = ServingState::new(reporter).await;
             let sampler_stats = stats(NAME);
-            let sampler = MetricsSampler::start(
-                Duration::from_millis(50),
-                vec![],
+            let sampled = Sampled {
+                interval: Duration::from_millis(50),
+                actors: vec![],
                 users,
                 sessions,
-                serving,
-                StorageBackend::External,
-                metrics.clone(),
-                Arc::clone(&sampler_stats),
-            );
+                storage: StorageBackend::External,
+                health: ServiceHealth::default(),
+                metrics: metrics.clone(),
+            };
+            let sampler = MetricsSampler::start(sampled, Arc::clone(&sampler_stats));
 
             sampler.call(Crash).await.expect("delivered");
             let report = sampler.call(GetActorReport).await.expect("answers after the restart");

@@ -7,132 +7,41 @@
 //!   outages.
 //! - Memory (`"embedded"`): one instance holds the state itself, so every
 //!   worker sees the same sessions; expired entries are swept on a timer.
+//!
+//! Its messages ([`messages`]) carry the backend-neutral types of [`types`].
 
 mod backend;
 pub mod memory;
+pub mod messages;
 pub mod redis;
-pub mod redis_connection;
 pub mod throttle;
+pub mod types;
 
 use std::{cell::RefCell, rc::Rc, sync::Arc, time::Duration};
 
-use actix::{
-    Actor, ActorContext as _, AsyncContext as _, Context, Handler, Message, ResponseFuture,
-    Supervised, Supervisor,
-};
+use actix::{Actor, AsyncContext as _, Context, Handler, ResponseFuture, Supervised, Supervisor};
 
 pub use backend::SessionBackend;
-pub use redis::{
-    CachedLookup, RedisSessionRepository, ResolvedSession, SessionInfo, SessionOrigin,
-    SessionPolicy, UserKey,
-};
+pub use memory::MemorySessionRepository;
+pub use messages::*;
+pub use redis::RedisSessionRepository;
 pub use throttle::{Gate, LoginKey, Outcome};
+pub use types::{
+    CachedLookup, ResolvedSession, SessionInfo, SessionOrigin, SessionPolicy, UserKey,
+};
 
 use super::{
     ActorClient, ActorState, ActorStats, RestartPolicy, Traced,
-    store::{CheckHealth, PoolSample, Restart, Store, StoreHealth},
+    store::{CheckHealth, Probe, Store, store_handlers},
+    supervision::StoreHealth,
 };
 use crate::{
     config::{ActorSettings, RedisSettings},
-    domain::{SessionId, User, UserId},
     error::{Dependency, DependencyError},
     workers::Workers,
 };
 
 pub const NAME: &str = "SessionStore";
-
-/// Opens a session for the user (keeping a copy of the user with it).
-pub struct CreateSession {
-    pub user: User,
-    pub origin: SessionOrigin,
-}
-impl Message for CreateSession {
-    type Result = Result<SessionId, DependencyError>;
-}
-
-/// The user's live sessions.
-pub struct ListUserSessions(pub UserId);
-impl Message for ListUserSessions {
-    type Result = Result<Vec<SessionInfo>, DependencyError>;
-}
-
-/// Ends one of the user's sessions by its handle; `false` if the user has
-/// no such session.
-pub struct EndUserSession {
-    pub user: UserId,
-    pub handle: String,
-}
-impl Message for EndUserSession {
-    type Result = Result<bool, DependencyError>;
-}
-
-/// Ends every session of the user but `keep`; how many.
-pub struct EndUserSessions {
-    pub user: UserId,
-    pub keep: Option<SessionId>,
-}
-impl Message for EndUserSessions {
-    type Result = Result<u32, DependencyError>;
-}
-
-/// The session's user id and, if fresh, its copy of the user.
-pub struct ResolveSession(pub SessionId);
-impl Message for ResolveSession {
-    type Result = Result<Option<ResolvedSession>, DependencyError>;
-}
-
-/// Stores a fresh copy of the user with the session (after a miss).
-pub struct RefreshSessionUser {
-    pub session: SessionId,
-    pub user: User,
-}
-impl Message for RefreshSessionUser {
-    type Result = Result<(), DependencyError>;
-}
-
-/// `true` if a session was deleted.
-pub struct DeleteSession(pub SessionId);
-impl Message for DeleteSession {
-    type Result = Result<bool, DependencyError>;
-}
-
-/// A lookup's Redis work: the caller's session (if given) and the cached
-/// user, in one round trip.
-pub struct LookUpCachedUser {
-    pub session: Option<SessionId>,
-    pub user: UserKey,
-}
-impl Message for LookUpCachedUser {
-    type Result = Result<CachedLookup, DependencyError>;
-}
-
-/// Caches a user for lookups by id and by email.
-pub struct CacheUser(pub User);
-impl Message for CacheUser {
-    type Result = Result<(), DependencyError>;
-}
-
-/// Drops every cached copy of the user (lookup cache, session copies).
-pub struct InvalidateUser(pub User);
-impl Message for InvalidateUser {
-    type Result = Result<(), DependencyError>;
-}
-
-/// Asks the login throttle whether an attempt may check its password now,
-/// reserving it if so.
-pub struct ReserveLoginAttempt(pub LoginKey);
-impl Message for ReserveLoginAttempt {
-    type Result = Result<Gate, DependencyError>;
-}
-
-/// Settles a reserved login attempt.
-pub struct FinishLoginAttempt {
-    pub key: LoginKey,
-    pub outcome: Outcome,
-}
-impl Message for FinishLoginAttempt {
-    type Result = Result<(), DependencyError>;
-}
 
 /// Where sessions live.
 #[derive(Debug, Clone)]
@@ -255,7 +164,8 @@ impl Actor for SessionStore {
             SessionBackendSettings::Memory { max_entries } => {
                 // Kept across supervised restarts: the state is the sessions.
                 if self.repo.is_none() {
-                    self.repo = Some(SessionBackend::memory(self.policy, *max_entries));
+                    let memory = MemorySessionRepository::new(self.policy, *max_entries);
+                    self.repo = Some(SessionBackend::Memory(memory));
                 }
                 ctx.run_interval(SWEEP_INTERVAL, |act, _| {
                     if let Some(repo) = &act.repo {
@@ -269,15 +179,13 @@ impl Actor for SessionStore {
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        self.health.borrow().set_state(ActorState::Stopped);
+        self.report_stopped();
     }
 }
 
 impl Supervised for SessionStore {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
-        let mut health = self.health.borrow_mut();
-        health.stats().record_restart();
-        health.reset();
+        self.report_restarting();
         // A fresh Redis pool; the memory state stays.
         if let Some(SessionBackend::Redis(_)) = self.repo {
             self.repo = None;
@@ -285,56 +193,10 @@ impl Supervised for SessionStore {
     }
 }
 
-impl Handler<Restart> for SessionStore {
-    type Result = ();
-
-    fn handle(&mut self, _: Restart, ctx: &mut Self::Context) {
-        ctx.stop();
-    }
-}
-
-/// Each message maps to one repository call; the macro spares a dozen copies
-/// of the same handler shape.
-macro_rules! handle_with_repo {
-    ($msg:ty => $result:ty, $operation:literal, |$repo:ident, $inner:pat_param| $call:expr) => {
-        impl Handler<Traced<$msg>> for SessionStore {
-            type Result = ResponseFuture<Result<$result, DependencyError>>;
-
-            fn handle(&mut self, msg: Traced<$msg>, ctx: &mut Self::Context) -> Self::Result {
-                let ($inner, span, ticket) = msg.open();
-                self.run(ctx, span, ticket, $operation, async move |$repo| $call.await)
-            }
-        }
-    };
-}
-
-handle_with_repo!(CreateSession => SessionId, "create_session",
-    |repo, CreateSession { user, origin }| repo.create_session(&user, &origin));
-handle_with_repo!(ListUserSessions => Vec<SessionInfo>, "list_sessions",
-    |repo, ListUserSessions(user)| repo.list_sessions(user));
-handle_with_repo!(EndUserSession => bool, "end_user_session",
-    |repo, EndUserSession { user, handle }| repo.end_user_session(user, &handle));
-handle_with_repo!(EndUserSessions => u32, "end_user_sessions",
-    |repo, EndUserSessions { user, keep }| repo.end_user_sessions(user, keep.as_ref()));
-handle_with_repo!(ResolveSession => Option<ResolvedSession>, "get_session",
-    |repo, ResolveSession(id)| repo.resolve_session(&id));
-handle_with_repo!(RefreshSessionUser => (), "refresh_session_user",
-    |repo, RefreshSessionUser { session, user }| repo.refresh_session_user(&session, &user));
-handle_with_repo!(DeleteSession => bool, "delete_session",
-    |repo, DeleteSession(id)| repo.delete_session(&id));
-handle_with_repo!(LookUpCachedUser => CachedLookup, "look_up_user",
-    |repo, LookUpCachedUser { session, user }| repo.look_up(session.as_ref(), &user));
-handle_with_repo!(CacheUser => (), "cache_user",
-    |repo, CacheUser(user)| repo.cache_user(&user));
-handle_with_repo!(InvalidateUser => (), "invalidate_user",
-    |repo, InvalidateUser(user)| repo.invalidate_user(&user));
-handle_with_repo!(ReserveLoginAttempt => Gate, "reserve_login_attempt",
-    |repo, ReserveLoginAttempt(key)| repo.reserve_login_attempt(&key));
-handle_with_repo!(FinishLoginAttempt => (), "finish_login_attempt",
-    |repo, FinishLoginAttempt { key, outcome }| repo.finish_login_attempt(&key, outcome));
+store_handlers!(SessionStore, SessionBackend);
 
 impl Handler<Traced<CheckHealth>> for SessionStore {
-    type Result = ResponseFuture<(Result<(), DependencyError>, PoolSample)>;
+    type Result = ResponseFuture<Probe>;
 
     fn handle(&mut self, msg: Traced<CheckHealth>, ctx: &mut Self::Context) -> Self::Result {
         let (CheckHealth, span, ticket) = msg.open();

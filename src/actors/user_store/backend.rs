@@ -1,11 +1,13 @@
-//! `UserRepository`: the one API the `UserStore` actor (and the admin CLI)
-//! calls, over PostgreSQL or the embedded SQLite database.
+//! `UserRepository`: the one API the `UserStore` actor calls, over
+//! PostgreSQL or the embedded SQLite database. The operations that differ
+//! only in what they keep of a row are written once here, over each
+//! backend's `select_by_email`.
 
-use super::{CreateUserError, PgUserRepository, sqlite::SqliteUserRepository};
+use super::{postgres::PgUserRepository, sqlite::SqliteUserRepository};
 use crate::{
     actors::PoolSample,
     domain::{Email, NewUser, PasswordHash, User, UserCredentials, UserId},
-    error::DependencyError,
+    error::{CreateUserError, DependencyError},
 };
 
 #[derive(Clone)]
@@ -32,19 +34,32 @@ impl UserRepository {
         }
     }
 
-    pub async fn create(&self, new: &NewUser) -> Result<User, CreateUserError> {
-        dispatch!(self.create(new))
+    pub async fn create_user(&self, new: &NewUser) -> Result<User, CreateUserError> {
+        dispatch!(self.create_user(new))
     }
 
-    pub async fn find_by_id(&self, id: UserId) -> Result<Option<User>, DependencyError> {
-        dispatch!(self.find_by_id(id))
+    pub async fn find_user_by_id(&self, id: UserId) -> Result<Option<User>, DependencyError> {
+        dispatch!(self.find_user_by_id(id))
     }
 
-    pub async fn find_credentials_by_email(
+    pub async fn find_user_by_email(&self, email: &Email) -> Result<Option<User>, DependencyError> {
+        let found = dispatch!(self.select_by_email("find_user_by_email", email, true))?;
+        Ok(found.map(|c| c.user))
+    }
+
+    pub async fn find_credentials(
         &self,
         email: &Email,
     ) -> Result<Option<UserCredentials>, DependencyError> {
-        dispatch!(self.find_credentials_by_email(email))
+        dispatch!(self.select_by_email("find_credentials", email, true))
+    }
+
+    pub async fn find_account_by_email(
+        &self,
+        email: &Email,
+    ) -> Result<Option<User>, DependencyError> {
+        let found = dispatch!(self.select_by_email("find_account_by_email", email, false))?;
+        Ok(found.map(|c| c.user))
     }
 
     pub async fn replace_password_hash(
@@ -54,13 +69,6 @@ impl UserRepository {
         new: &PasswordHash,
     ) -> Result<bool, DependencyError> {
         dispatch!(self.replace_password_hash(id, old, new))
-    }
-
-    pub async fn find_account_by_email(
-        &self,
-        email: &Email,
-    ) -> Result<Option<User>, DependencyError> {
-        dispatch!(self.find_account_by_email(email))
     }
 
     pub async fn set_disabled(&self, id: UserId, disabled: bool) -> Result<(), DependencyError> {

@@ -1,6 +1,6 @@
 //! The `UserStore` actor: users in PostgreSQL (`storage.backend =
 //! "external"`) or in the embedded SQLite database (`"embedded"`), behind
-//! one message API, and the schema bootstrap of either.
+//! one message API ([`messages`]), and the schema bootstrap of either.
 //!
 //! One instance per worker. Each repository call runs as a task of its own,
 //! so a slow query never holds the actor; the pool size bounds work in
@@ -9,126 +9,37 @@
 //! backoff).
 
 mod backend;
+pub mod messages;
 pub mod migrate;
 pub mod postgres;
 pub mod schema;
 pub mod sqlite;
+mod statements;
 
 use std::{cell::RefCell, rc::Rc, sync::Arc, time::Duration};
 
 use actix::{
-    Actor, ActorContext as _, ActorFutureExt as _, AsyncContext as _, Context, Handler, Message,
-    ResponseFuture, Supervised, Supervisor, WrapFuture as _,
+    Actor, ActorFutureExt as _, AsyncContext as _, Context, Handler, ResponseFuture, Supervised,
+    Supervisor, WrapFuture as _,
 };
 
 pub use backend::UserRepository;
+pub use messages::*;
 pub use postgres::{PgPool, PgUserRepository};
 pub use sqlite::SqliteUserRepository;
 
 use super::{
     ActorClient, ActorState, ActorStats, RestartPolicy, Traced,
-    store::{CheckHealth, Outage, PoolSample, Restart, Store, StoreHealth},
+    store::{CheckHealth, Probe, Store, store_handlers},
+    supervision::StoreHealth,
 };
 use crate::{
     config::{ActorSettings, PostgresSettings},
-    domain::{Email, NewUser, PasswordHash, User, UserCredentials, UserId},
     error::{Dependency, DependencyError},
     workers::Workers,
 };
 
 pub const NAME: &str = "UserStore";
-
-/// Insert a new account; `EmailTaken` if the address is registered.
-pub struct CreateUser(pub NewUser);
-impl Message for CreateUser {
-    type Result = Result<User, CreateUserError>;
-}
-
-pub struct FindUserById(pub UserId);
-impl Message for FindUserById {
-    type Result = Result<Option<User>, DependencyError>;
-}
-
-pub struct FindUserByEmail(pub Email);
-impl Message for FindUserByEmail {
-    type Result = Result<Option<User>, DependencyError>;
-}
-
-/// The account and its password hash, for login only.
-pub struct FindCredentials(pub Email);
-impl Message for FindCredentials {
-    type Result = Result<Option<UserCredentials>, DependencyError>;
-}
-
-/// Compare-and-set of a password hash (upgrade to current argon2id cost).
-pub struct ReplacePasswordHash {
-    pub id: UserId,
-    pub old: PasswordHash,
-    pub new: PasswordHash,
-}
-impl Message for ReplacePasswordHash {
-    type Result = Result<bool, DependencyError>;
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum CreateUserError {
-    #[error("email is already registered")]
-    EmailTaken,
-    #[error(transparent)]
-    Dependency(#[from] DependencyError),
-}
-
-impl Outage for CreateUserError {
-    fn is_outage(&self) -> bool {
-        matches!(self, Self::Dependency(e) if e.is_outage())
-    }
-}
-
-/// A statement failure that is a bug, not an outage: the statements are
-/// static and their inputs validated, so a constraint or decoding failure
-/// will not clear up by retrying.
-fn is_rejection(e: &diesel::result::Error) -> bool {
-    use diesel::result::{DatabaseErrorKind as Kind, Error};
-    matches!(
-        e,
-        Error::DatabaseError(
-            Kind::CheckViolation
-                | Kind::NotNullViolation
-                | Kind::ForeignKeyViolation
-                | Kind::UniqueViolation,
-            _,
-        ) | Error::DeserializationError(_)
-            | Error::SerializationError(_)
-    )
-}
-
-/// Runs one statement's `work` in a `db.query` span named after it, within
-/// `limit`, timed into `auth_dependency_operation_seconds`; `None` when the
-/// limit passed first.
-async fn timed_statement<T, E>(
-    timings: &prometheus::HistogramVec,
-    (dependency, db_system): (Dependency, &'static str),
-    statement: &'static str,
-    limit: Duration,
-    work: impl Future<Output = Result<T, E>>,
-) -> Option<Result<T, E>> {
-    use tracing::Instrument as _;
-    let span = crate::child_span!(
-        parent: &tracing::Span::current(),
-        "db.query",
-        otel.name = %format_args!("{dependency} {statement}"),
-        otel.kind = "client",
-        db.system = db_system,
-        db.operation = statement,
-    );
-    let started = std::time::Instant::now();
-    let result = tokio::time::timeout(limit, work).instrument(span).await.ok();
-    let outcome = if matches!(result, Some(Ok(_))) { "ok" } else { "error" };
-    timings
-        .with_label_values(&[dependency.to_string().as_str(), statement, outcome])
-        .observe(started.elapsed().as_secs_f64());
-    result
-}
 
 /// Where users live.
 #[derive(Clone)]
@@ -287,93 +198,27 @@ impl Actor for UserStore {
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        self.health.borrow().set_state(ActorState::Stopped);
+        self.report_stopped();
     }
 }
 
 impl Supervised for UserStore {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
-        let mut health = self.health.borrow_mut();
-        health.stats().record_restart();
-        health.reset();
-        drop(health);
+        self.report_restarting();
         // Dropping the pool closes every connection, stale ones included.
         self.repo = None;
         self.bootstrap_attempts = 0;
     }
 }
 
-impl Handler<Traced<CreateUser>> for UserStore {
-    type Result = ResponseFuture<Result<User, CreateUserError>>;
-
-    fn handle(&mut self, msg: Traced<CreateUser>, ctx: &mut Self::Context) -> Self::Result {
-        let (CreateUser(new), span, ticket) = msg.open();
-        self.run(ctx, span, ticket, "insert_user", async move |repo| repo.create(&new).await)
-    }
-}
-
-impl Handler<Traced<FindUserById>> for UserStore {
-    type Result = ResponseFuture<Result<Option<User>, DependencyError>>;
-
-    fn handle(&mut self, msg: Traced<FindUserById>, ctx: &mut Self::Context) -> Self::Result {
-        let (FindUserById(id), span, ticket) = msg.open();
-        self.run(ctx, span, ticket, "select_user_by_id", async move |repo| {
-            repo.find_by_id(id).await
-        })
-    }
-}
-
-impl Handler<Traced<FindUserByEmail>> for UserStore {
-    type Result = ResponseFuture<Result<Option<User>, DependencyError>>;
-
-    fn handle(&mut self, msg: Traced<FindUserByEmail>, ctx: &mut Self::Context) -> Self::Result {
-        let (FindUserByEmail(email), span, ticket) = msg.open();
-        self.run(ctx, span, ticket, "select_user_by_email", async move |repo| {
-            Ok(repo.find_credentials_by_email(&email).await?.map(|c| c.user))
-        })
-    }
-}
-
-impl Handler<Traced<FindCredentials>> for UserStore {
-    type Result = ResponseFuture<Result<Option<UserCredentials>, DependencyError>>;
-
-    fn handle(&mut self, msg: Traced<FindCredentials>, ctx: &mut Self::Context) -> Self::Result {
-        let (FindCredentials(email), span, ticket) = msg.open();
-        self.run(ctx, span, ticket, "select_user_by_email", async move |repo| {
-            repo.find_credentials_by_email(&email).await
-        })
-    }
-}
-
-impl Handler<Traced<ReplacePasswordHash>> for UserStore {
-    type Result = ResponseFuture<Result<bool, DependencyError>>;
-
-    fn handle(
-        &mut self,
-        msg: Traced<ReplacePasswordHash>,
-        ctx: &mut Self::Context,
-    ) -> Self::Result {
-        let (ReplacePasswordHash { id, old, new }, span, ticket) = msg.open();
-        self.run(ctx, span, ticket, "update_password_hash", async move |repo| {
-            repo.replace_password_hash(id, &old, &new).await
-        })
-    }
-}
+store_handlers!(UserStore, UserRepository);
 
 impl Handler<Traced<CheckHealth>> for UserStore {
-    type Result = ResponseFuture<(Result<(), DependencyError>, PoolSample)>;
+    type Result = ResponseFuture<Probe>;
 
     fn handle(&mut self, msg: Traced<CheckHealth>, ctx: &mut Self::Context) -> Self::Result {
         let (CheckHealth, span, ticket) = msg.open();
         let sample = self.repo.as_ref().map(UserRepository::pool_sample).unwrap_or_default();
         self.probe(ctx, span, ticket, sample, async move |repo| repo.ping().await)
-    }
-}
-
-impl Handler<Restart> for UserStore {
-    type Result = ();
-
-    fn handle(&mut self, _: Restart, ctx: &mut Self::Context) {
-        ctx.stop();
     }
 }

@@ -31,15 +31,14 @@ use prometheus::HistogramVec;
 use uuid::Uuid;
 
 use super::{
-    CreateUserError, is_rejection,
     schema::{RoleType, user_blocks, users},
-    timed_statement,
+    statements::{is_rejection, timed_statement},
 };
 use crate::{
     actors::{ConnectFailures, Watched, uptime_ms},
     config::PostgresSettings,
     domain::{Email, NewUser, PasswordHash, Role, User, UserCredentials, UserId},
-    error::{Dependency, DependencyError},
+    error::{CreateUserError, Dependency, DependencyError},
 };
 
 diesel::define_sql_function! {
@@ -233,7 +232,7 @@ impl PgUserRepository {
         AtomicU64::load(&self.last_success, Ordering::Relaxed) >= since
     }
 
-    pub async fn create(&self, new: &NewUser) -> Result<User, CreateUserError> {
+    pub async fn create_user(&self, new: &NewUser) -> Result<User, CreateUserError> {
         let row = NewUserRow {
             user_id: new.id.as_uuid(),
             first_name: new.first_name.as_str(),
@@ -244,7 +243,7 @@ impl PgUserRepository {
             avatar: new.avatar.as_ref().map(|a| a.as_str()),
         };
         let result = self
-            .write("insert_user", async |conn| {
+            .write("create_user", async |conn| {
                 diesel::insert_into(users::table)
                     .values(&row)
                     .returning(UserRow::as_returning())
@@ -260,12 +259,12 @@ impl PgUserRepository {
                 DatabaseErrorKind::UniqueViolation,
                 _,
             ))) => Err(CreateUserError::EmailTaken),
-            Err(other) => Err(other.classify("insert_user").into()),
+            Err(other) => Err(other.classify("create_user").into()),
         }
     }
 
-    pub async fn find_by_id(&self, id: UserId) -> Result<Option<User>, DependencyError> {
-        self.run("select_user_by_id", async |conn| {
+    pub async fn find_user_by_id(&self, id: UserId) -> Result<Option<User>, DependencyError> {
+        self.run("find_user_by_id", async |conn| {
             users::table
                 .find(id.as_uuid())
                 .filter(not(exists(
@@ -278,29 +277,13 @@ impl PgUserRepository {
         })
         .await
         .map(|row| row.map(UserRow::into_user))
-        .map_err(|f| f.classify("select_user_by_id"))
+        .map_err(|f| f.classify("find_user_by_id"))
     }
 
-    /// An active (not disabled) account by email, case-insensitively.
-    pub async fn find_credentials_by_email(
-        &self,
-        email: &Email,
-    ) -> Result<Option<UserCredentials>, DependencyError> {
-        self.select_by_email("select_user_by_email", email, true).await
-    }
-
-    /// Any account by email, disabled or not (the admin CLI).
-    pub async fn find_account_by_email(
-        &self,
-        email: &Email,
-    ) -> Result<Option<User>, DependencyError> {
-        let found = self.select_by_email("select_account_by_email", email, false).await?;
-        Ok(found.map(|c| c.user))
-    }
-
-    /// By email, served by the `lower(email)` unique index; only if not
-    /// disabled when `active_only`.
-    async fn select_by_email(
+    /// An account by email, case-insensitively (served by the
+    /// `lower(email)` unique index); only if not disabled when
+    /// `active_only`.
+    pub async fn select_by_email(
         &self,
         operation: &'static str,
         email: &Email,
@@ -351,7 +334,7 @@ impl PgUserRepository {
         old: &PasswordHash,
         new: &PasswordHash,
     ) -> Result<bool, DependencyError> {
-        self.write("update_password_hash", async |conn| {
+        self.write("replace_password_hash", async |conn| {
             diesel::update(
                 users::table
                     .filter(users::user_id.eq(id.as_uuid()))
@@ -363,12 +346,12 @@ impl PgUserRepository {
         })
         .await
         .map(|n| n == 1)
-        .map_err(|f| f.classify("update_password_hash"))
+        .map_err(|f| f.classify("replace_password_hash"))
     }
 
     /// Makes the account with this email an admin; `None` if there is none.
     pub async fn promote_to_admin(&self, email: &Email) -> Result<Option<User>, DependencyError> {
-        self.write("promote_user", async |conn| {
+        self.write("promote_to_admin", async |conn| {
             diesel::update(users::table.filter(lower_text(users::email).eq(email.as_str())))
                 .set(users::role.eq(DbRole::Admin))
                 .returning(UserRow::as_returning())
@@ -378,7 +361,7 @@ impl PgUserRepository {
         })
         .await
         .map(|row| row.map(UserRow::into_user))
-        .map_err(|f| f.classify("promote_user"))
+        .map_err(|f| f.classify("promote_to_admin"))
     }
 
     /// A round-trip proving Postgres answers and the schema is in place.

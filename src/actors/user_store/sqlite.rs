@@ -33,12 +33,14 @@ use prometheus::HistogramVec;
 use uuid::Uuid;
 
 use super::{
-    CreateUserError, is_rejection, migrate::BootstrapError, postgres::lower_text, timed_statement,
+    migrate::BootstrapError,
+    postgres::lower_text,
+    statements::{is_rejection, timed_statement},
 };
 use crate::{
     config::StorageSettings,
     domain::{Email, NewUser, PasswordHash, Role, User, UserCredentials, UserId},
-    error::{Dependency, DependencyError},
+    error::{CreateUserError, Dependency, DependencyError},
 };
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -271,8 +273,8 @@ impl SqliteUserRepository {
         }
     }
 
-    pub async fn create(&self, new: &NewUser) -> Result<User, CreateUserError> {
-        const OP: &str = "insert_user";
+    pub async fn create_user(&self, new: &NewUser) -> Result<User, CreateUserError> {
+        const OP: &str = "create_user";
         let row = NewUserRow {
             user_id: new.id.as_uuid().hyphenated().to_string(),
             first_name: new.first_name.as_str(),
@@ -302,8 +304,8 @@ impl SqliteUserRepository {
         }
     }
 
-    pub async fn find_by_id(&self, id: UserId) -> Result<Option<User>, DependencyError> {
-        const OP: &str = "select_user_by_id";
+    pub async fn find_user_by_id(&self, id: UserId) -> Result<Option<User>, DependencyError> {
+        const OP: &str = "find_user_by_id";
         let id = id.as_uuid().hyphenated().to_string();
         let row = self
             .run(OP, Access::Read, async |conn| {
@@ -322,26 +324,9 @@ impl SqliteUserRepository {
         row.map(|r| r.into_credentials(OP).map(|c| c.user)).transpose()
     }
 
-    /// An active (not disabled) account by email, case-insensitively.
-    pub async fn find_credentials_by_email(
-        &self,
-        email: &Email,
-    ) -> Result<Option<UserCredentials>, DependencyError> {
-        self.select_by_email("select_user_by_email", email, true).await
-    }
-
-    /// Any account by email, disabled or not (the admin CLI).
-    pub async fn find_account_by_email(
-        &self,
-        email: &Email,
-    ) -> Result<Option<User>, DependencyError> {
-        let found = self.select_by_email("select_account_by_email", email, false).await?;
-        Ok(found.map(|c| c.user))
-    }
-
-    /// By email, case-insensitively; only if not disabled when
+    /// An account by email, case-insensitively; only if not disabled when
     /// `active_only`.
-    async fn select_by_email(
+    pub async fn select_by_email(
         &self,
         operation: &'static str,
         email: &Email,
@@ -392,7 +377,7 @@ impl SqliteUserRepository {
         old: &PasswordHash,
         new: &PasswordHash,
     ) -> Result<bool, DependencyError> {
-        const OP: &str = "update_password_hash";
+        const OP: &str = "replace_password_hash";
         let id = id.as_uuid().hyphenated().to_string();
         self.run(OP, Access::Write, async |conn| {
             diesel::update(
@@ -410,7 +395,7 @@ impl SqliteUserRepository {
     }
 
     pub async fn promote_to_admin(&self, email: &Email) -> Result<Option<User>, DependencyError> {
-        const OP: &str = "promote_user";
+        const OP: &str = "promote_to_admin";
         let row = self
             .run(OP, Access::Write, async |conn| {
                 diesel::update(users::table.filter(lower_text(users::email).eq(email.as_str())))

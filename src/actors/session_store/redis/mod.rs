@@ -1,5 +1,6 @@
 //! `RedisSessionRepository`: sessions, the user cache and login-failure
-//! counters in Redis, usable without an actor.
+//! counters in Redis, usable without an actor ([`connection`] reaches
+//! Redis in each mode, [`scripts`] holds its Lua).
 //!
 //! Keys, all under the configured prefix. Every command or script touches
 //! one key, and a pipeline only commands on one key (or one hash tag):
@@ -27,259 +28,43 @@
 //!   `login_address:<address>` — failure counters. All expire with the
 //!   throttle window (see `throttle`).
 
+mod connection;
+mod scripts;
+
 use std::{
-    sync::{
-        Arc, LazyLock,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
 };
 
 use bb8_redis::{
-    bb8::{self, Pool},
-    redis::{self, AsyncCommands as _, ErrorKind, RedisError, Script},
+    bb8,
+    redis::{self, AsyncCommands as _, ErrorKind, RedisError},
 };
 use futures_util::future::try_join_all;
 use prometheus::HistogramVec;
 use tracing::Instrument as _;
 
+use connection::{ConnectionHealth, build_pool};
+pub use connection::{RESPONSE_TIMEOUT, RedisConn, RedisConnector, RedisPool};
+use scripts::{
+    CREATE_SESSION, END_SESSION, FINISH_LOGIN, REFRESH_SESSION_USER, RESERVE_LOGIN, TOUCH_SESSION,
+};
+
 use super::{
-    redis_connection::{RedisConn, RedisConnector},
-    throttle::{Counters, Gate, LoginKey, Outcome, ThrottlePolicy},
+    throttle::{Counters, Gate, LoginKey, Outcome},
+    types::{
+        CachedLookup, ResolvedSession, SEEN_RESOLUTION, SessionInfo, SessionOrigin, SessionPolicy,
+        UserKey, unix_now,
+    },
 };
 use crate::{
-    actors::{ConnectFailures, Watched, uptime_ms},
-    config::{RedisSettings, Settings},
+    actors::pool::{ConnectFailures, uptime_ms},
+    config::RedisSettings,
     domain::{Email, SessionId, User, UserId},
     error::{Dependency, DependencyError},
 };
 
-pub type RedisPool = Pool<Watched<RedisManager>>;
-
 const REDIS: Dependency = Dependency::Redis;
-
-/// Lifetimes and limits the repository applies.
-#[derive(Debug, Clone, Copy)]
-pub struct SessionPolicy {
-    pub session_ttl: Duration,
-    pub user_cache_ttl: Duration,
-    pub throttle: ThrottlePolicy,
-}
-
-impl SessionPolicy {
-    pub fn from_settings(settings: &Settings) -> Self {
-        Self {
-            session_ttl: Duration::from_secs(settings.session.ttl_secs),
-            user_cache_ttl: Duration::from_secs(settings.user_cache.ttl_secs),
-            throttle: ThrottlePolicy::from_settings(&settings.login),
-        }
-    }
-}
-
-/// The mode's connector, plus a flag that marks a connection broken.
-///
-/// A multiplexed connection serves many callers at once, so a caller takes
-/// a clone of it and hands the pooled slot straight back (holding the slot
-/// for the command would serialise the pipeline). bb8-redis never reports a
-/// broken connection; rather than PING on every checkout (a second round
-/// trip per command), a command that fails on the connection flags it, and
-/// the pool replaces it when the slot comes back.
-pub struct RedisManager(RedisConnector);
-
-pub struct RedisConnection {
-    conn: RedisConn,
-    health: Arc<ConnectionHealth>,
-}
-
-/// What the commands on one multiplexed connection have seen of it.
-#[derive(Default)]
-struct ConnectionHealth {
-    /// A command failed in a way that leaves the connection unusable.
-    broken: AtomicBool,
-    /// When a reply last arrived, in ms of [`uptime_ms`].
-    last_reply_ms: AtomicU64,
-}
-
-impl ConnectionHealth {
-    fn replied(&self) {
-        self.last_reply_ms.store(uptime_ms(), Ordering::Relaxed);
-    }
-
-    /// A reply arrived on this connection after `since` ([`uptime_ms`]).
-    /// When a command times out, that tells congestion from a silent Redis:
-    /// Redis answered while ours waited, so it is up and ours queued behind
-    /// our own load (the client's 500 ms response timeout counts from when
-    /// the command was handed to the connection, and a saturated replica
-    /// reads replies late). Nothing since: Redis went quiet.
-    fn replied_since(&self, since: u64) -> bool {
-        self.last_reply_ms.load(Ordering::Relaxed) >= since
-    }
-}
-
-impl bb8::ManageConnection for RedisManager {
-    type Connection = RedisConnection;
-    type Error = RedisError;
-
-    async fn connect(&self) -> Result<Self::Connection, Self::Error> {
-        let conn = self.0.connect().await?;
-        Ok(RedisConnection { conn, health: Arc::default() })
-    }
-
-    async fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {
-        RedisConnector::is_valid(&mut conn.conn).await
-    }
-
-    fn has_broken(&self, conn: &mut Self::Connection) -> bool {
-        conn.health.broken.load(Ordering::Relaxed)
-    }
-}
-
-/// Builds the pool without connecting (the service starts while Redis is
-/// down). Invalid URLs were rejected when the settings loaded.
-fn build_pool(
-    settings: &RedisSettings,
-    max_size: u32,
-    failures: ConnectFailures,
-) -> Result<RedisPool, DependencyError> {
-    let manager = RedisConnector::new(settings)
-        .map_err(|e| DependencyError::rejected(REDIS, "configure", e))?;
-    Ok(Pool::builder()
-        .max_size(max_size.max(1))
-        .connection_timeout(settings.connect_timeout())
-        // One connect attempt per checkout, as for Postgres; callers learn
-        // of its failure through `failures` at once.
-        .retry_connection(false)
-        // Broken connections are flagged by the commands that hit them.
-        .test_on_check_out(false)
-        .build_unchecked(Watched { inner: RedisManager(manager), failures }))
-}
-
-/// A session looked up by id, with the copy of its user when that is fresh.
-#[derive(Debug, Clone)]
-pub struct ResolvedSession {
-    pub user_id: UserId,
-    pub cached_user: Option<User>,
-}
-
-/// Creates a session unless its key exists (a 256-bit collision will not
-/// happen, but a session is never overwritten), with its expiry, atomically.
-/// KEYS[1] session; ARGV uid, user JSON, cached-until, created, ttl, client
-/// address, user agent.
-static CREATE_SESSION: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'uid', ARGV[1], 'user', ARGV[2], 'cu', ARGV[3], 'created', ARGV[4],
-  'seen', ARGV[4], 'addr', ARGV[6], 'ua', ARGV[7])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-return 1",
-    )
-});
-
-/// Reserves a login attempt on an (account, address) pair if its budget
-/// has room for it besides the failures and the attempts being checked:
-/// returns reserved (1/0), failures, in flight and the pair's TTL.
-/// KEYS[1] pair hash {f, r}; ARGV max failures, window.
-static RESERVE_LOGIN: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"local f = tonumber(redis.call('HGET', KEYS[1], 'f') or '0')
-local r = tonumber(redis.call('HGET', KEYS[1], 'r') or '0')
-local reserved = 0
-if f + r < tonumber(ARGV[1]) then
-  redis.call('HINCRBY', KEYS[1], 'r', 1)
-  reserved = 1
-end
-if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-return {reserved, f, r, redis.call('PTTL', KEYS[1])}",
-    )
-});
-
-/// Settles a reserved login attempt: releases it, and counts a failure
-/// (ARGV[1] = 'failed') or clears the pair's failures ('succeeded').
-/// KEYS[1] pair hash; ARGV outcome, window.
-static FINISH_LOGIN: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"if tonumber(redis.call('HGET', KEYS[1], 'r') or '0') > 0 then
-  redis.call('HINCRBY', KEYS[1], 'r', -1)
-end
-if ARGV[1] == 'failed' then
-  redis.call('HINCRBY', KEYS[1], 'f', 1)
-  if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-elseif ARGV[1] == 'succeeded' then
-  redis.call('HSET', KEYS[1], 'f', 0)
-end
-return 1",
-    )
-});
-
-/// Records that a session was used, unless it has ended meanwhile.
-/// KEYS[1] session; ARGV now.
-static TOUCH_SESSION: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'seen', ARGV[1])
-return 1",
-    )
-});
-
-/// Refreshes a session's copy of its user, unless the session has ended
-/// meanwhile (a plain HSET would bring it back, without expiry).
-/// KEYS[1] session; ARGV user JSON, cached-until.
-static REFRESH_SESSION_USER: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'user', ARGV[1], 'cu', ARGV[2])
-return 1",
-    )
-});
-
-/// Ends a session, returning its user id (nil if there was none).
-/// KEYS[1] session.
-static END_SESSION: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"local uid = redis.call('HGET', KEYS[1], 'uid')
-if not uid then return false end
-redis.call('DEL', KEYS[1])
-return uid",
-    )
-});
-
-/// A user as lookups name it.
-#[derive(Debug, Clone)]
-pub enum UserKey {
-    Id(UserId),
-    Email(Email),
-}
-
-/// Where a session was opened from, recorded at login.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SessionOrigin {
-    pub client_address: String,
-    pub user_agent: String,
-}
-
-/// One of a user's sessions, as ListSessions shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionInfo {
-    /// The digest the session is stored under: names it without being it.
-    pub handle: String,
-    /// Unix seconds.
-    pub created: u64,
-    /// Unix seconds, to [`SEEN_RESOLUTION`].
-    pub last_seen: u64,
-    pub origin: SessionOrigin,
-}
-
-/// How stale a session's last-seen time may get before a use rewrites it:
-/// at most one write a minute per session, off the request's path.
-pub const SEEN_RESOLUTION: Duration = Duration::from_secs(60);
-
-/// What a lookup found in Redis.
-#[derive(Debug, Clone)]
-pub struct CachedLookup {
-    /// The caller's session, when one was given and it exists.
-    pub session: Option<ResolvedSession>,
-    pub user: Option<User>,
-}
 
 /// `uid`, `user` and `cu` of a session hash.
 type SessionFields = (Option<String>, Option<String>, Option<u64>, Option<u64>);
@@ -313,10 +98,6 @@ fn resolve((uid, user, cached_until, _seen): SessionFields) -> Option<ResolvedSe
 /// A PTTL reply as a duration (-1 no expiry, -2 gone: none left).
 fn millis(pttl: i64) -> Duration {
     Duration::from_millis(u64::try_from(pttl).unwrap_or(0))
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[derive(Clone)]
@@ -445,7 +226,8 @@ impl RedisSessionRepository {
         id: &SessionId,
     ) -> Result<Option<ResolvedSession>, DependencyError> {
         let key = self.session_key(&id.storage_key());
-        let fields = self.run("get_session", async |conn| session_fields(conn, &key).await).await?;
+        let fields =
+            self.run("resolve_session", async |conn| session_fields(conn, &key).await).await?;
         self.touch_if_stale(key, fields.3);
         Ok(resolve(fields))
     }
@@ -472,11 +254,14 @@ impl RedisSessionRepository {
     }
 
     /// The user's live sessions, oldest first.
-    pub async fn list_sessions(&self, user: UserId) -> Result<Vec<SessionInfo>, DependencyError> {
+    pub async fn list_user_sessions(
+        &self,
+        user: UserId,
+    ) -> Result<Vec<SessionInfo>, DependencyError> {
         let index = self.user_sessions_key(user);
         let now = unix_now();
         let digests: Vec<String> = self
-            .run("list_sessions", async |conn| conn.zrangebyscore(&index, now, "+inf").await)
+            .run("list_user_sessions", async |conn| conn.zrangebyscore(&index, now, "+inf").await)
             .await?;
         if digests.is_empty() {
             return Ok(Vec::new());
@@ -616,7 +401,7 @@ impl RedisSessionRepository {
 
     /// A lookup's Redis work in one round trip: the caller's session (when
     /// one must be checked) and the cached user, read side by side.
-    pub async fn look_up(
+    pub async fn look_up_cached_user(
         &self,
         session: Option<&SessionId>,
         user: &UserKey,
@@ -624,7 +409,7 @@ impl RedisSessionRepository {
         let user_key = self.lookup_key(user);
         let session_key = session.map(|id| self.session_key(&id.storage_key()));
         let (session, cached): (Option<SessionFields>, Option<String>) = self
-            .run("look_up_user", async |conn| {
+            .run("look_up_cached_user", async |conn| {
                 let mut second = conn.clone();
                 let cached = second.get::<_, Option<String>>(&user_key);
                 match &session_key {

@@ -12,13 +12,20 @@
 //!   slot map and sends each command to the node holding its key's slot.
 //!
 //! Every mode multiplexes: one connection carries many callers' commands,
-//! so the bb8 pool stays small and its slot is handed straight back.
+//! so the bb8 pool stays small and its slot is handed straight back. The
+//! pool's manager marks a connection broken when a command finds it so.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use bb8_redis::{
     RedisConnectionManager,
-    bb8::ManageConnection,
+    bb8::{self, ManageConnection, Pool},
     redis::{
         self, AsyncConnectionConfig, Cmd, IntoConnectionInfo as _, Pipeline, RedisError,
         RedisFuture, Value,
@@ -30,7 +37,13 @@ use bb8_redis::{
 };
 use tokio::sync::Mutex;
 
-use crate::config::{RedisMode, RedisSettings};
+use crate::{
+    actors::pool::{ConnectFailures, Watched, uptime_ms},
+    config::{RedisMode, RedisSettings},
+    error::{Dependency, DependencyError},
+};
+
+pub type RedisPool = Pool<Watched<RedisManager>>;
 
 /// How long a command waits for its reply, in every mode (redis' own default
 /// for multiplexed connections, made explicit so the modes agree).
@@ -137,4 +150,82 @@ impl RedisConnector {
     pub async fn is_valid(conn: &mut RedisConn) -> Result<(), RedisError> {
         redis::cmd("PING").query_async::<()>(conn).await
     }
+}
+
+/// The mode's connector, plus a flag that marks a connection broken.
+///
+/// A multiplexed connection serves many callers at once, so a caller takes
+/// a clone of it and hands the pooled slot straight back (holding the slot
+/// for the command would serialise the pipeline). bb8-redis never reports a
+/// broken connection; rather than PING on every checkout (a second round
+/// trip per command), a command that fails on the connection flags it, and
+/// the pool replaces it when the slot comes back.
+pub struct RedisManager(RedisConnector);
+
+pub struct RedisConnection {
+    pub conn: RedisConn,
+    pub health: Arc<ConnectionHealth>,
+}
+
+/// What the commands on one multiplexed connection have seen of it.
+#[derive(Default)]
+pub struct ConnectionHealth {
+    /// A command failed in a way that leaves the connection unusable.
+    pub broken: AtomicBool,
+    /// When a reply last arrived, in ms of [`uptime_ms`].
+    last_reply_ms: AtomicU64,
+}
+
+impl ConnectionHealth {
+    pub fn replied(&self) {
+        self.last_reply_ms.store(uptime_ms(), Ordering::Relaxed);
+    }
+
+    /// A reply arrived on this connection after `since` ([`uptime_ms`]).
+    /// When a command times out, that tells congestion from a silent Redis:
+    /// Redis answered while ours waited, so it is up and ours queued behind
+    /// our own load (the client's 500 ms response timeout counts from when
+    /// the command was handed to the connection, and a saturated replica
+    /// reads replies late). Nothing since: Redis went quiet.
+    pub fn replied_since(&self, since: u64) -> bool {
+        self.last_reply_ms.load(Ordering::Relaxed) >= since
+    }
+}
+
+impl bb8::ManageConnection for RedisManager {
+    type Connection = RedisConnection;
+    type Error = RedisError;
+
+    async fn connect(&self) -> Result<Self::Connection, Self::Error> {
+        let conn = self.0.connect().await?;
+        Ok(RedisConnection { conn, health: Arc::default() })
+    }
+
+    async fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {
+        RedisConnector::is_valid(&mut conn.conn).await
+    }
+
+    fn has_broken(&self, conn: &mut Self::Connection) -> bool {
+        conn.health.broken.load(Ordering::Relaxed)
+    }
+}
+
+/// Builds the pool without connecting (the service starts while Redis is
+/// down). Invalid URLs were rejected when the settings loaded.
+pub fn build_pool(
+    settings: &RedisSettings,
+    max_size: u32,
+    failures: ConnectFailures,
+) -> Result<RedisPool, DependencyError> {
+    let manager = RedisConnector::new(settings)
+        .map_err(|e| DependencyError::rejected(Dependency::Redis, "configure", e))?;
+    Ok(Pool::builder()
+        .max_size(max_size.max(1))
+        .connection_timeout(settings.connect_timeout())
+        // One connect attempt per checkout, as for Postgres; callers learn
+        // of its failure through `failures` at once.
+        .retry_connection(false)
+        // Broken connections are flagged by the commands that hit them.
+        .test_on_check_out(false)
+        .build_unchecked(Watched { inner: RedisManager(manager), failures }))
 }

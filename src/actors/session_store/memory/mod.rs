@@ -1,4 +1,5 @@
-//! `MemorySessions`: the embedded backend of the session store. Sessions,
+//! `MemorySessions`: the embedded backend of the session store (behind
+//! [`MemorySessionRepository`], the Redis repository's API). Sessions,
 //! the user cache and the login-attempt counters as plain state, owned by
 //! the one `SessionStore` instance that runs in embedded mode (so every
 //! worker sees the same sessions), with the Redis backend's TTL semantics.
@@ -8,106 +9,28 @@
 //! and freed by [`MemorySessions::sweep`], which the actor runs on a timer.
 //! Nothing survives a restart of the process.
 
+mod expiring;
+
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
-    hash::Hash,
+    cell::RefCell,
+    collections::{HashMap, HashSet},
+    rc::Rc,
     time::{Duration, Instant},
 };
 
-use super::redis::{
-    CachedLookup, ResolvedSession, SEEN_RESOLUTION, SessionInfo, SessionOrigin, SessionPolicy,
-    UserKey,
+use expiring::Expiring;
+
+use super::{
+    throttle::{Counters, Gate, LoginKey, Outcome},
+    types::{
+        CachedLookup, ResolvedSession, SEEN_RESOLUTION, SessionInfo, SessionOrigin, SessionPolicy,
+        UserKey, unix_now,
+    },
 };
-use super::throttle::{Counters, Gate, LoginKey, Outcome};
-use crate::domain::{Email, SessionId, User, UserId};
-
-/// A map whose entries expire, ordered by expiry so both the sweep and the
-/// eviction of the soonest-to-expire entry are cheap.
-#[derive(Debug)]
-struct Expiring<K, V> {
-    entries: HashMap<K, Entry<V>>,
-    /// (expiry, insertion number) → key; the number keeps equal expiries
-    /// apart.
-    by_expiry: BTreeMap<(Instant, u64), K>,
-    inserted: u64,
-    max_entries: usize,
-}
-
-#[derive(Debug)]
-struct Entry<V> {
-    value: V,
-    slot: (Instant, u64),
-}
-
-impl<K: Eq + Hash + Clone, V> Expiring<K, V> {
-    fn new(max_entries: usize) -> Self {
-        Self {
-            entries: HashMap::new(),
-            by_expiry: BTreeMap::new(),
-            inserted: 0,
-            max_entries: max_entries.max(1),
-        }
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Inserts or replaces; returns the entries evicted to stay in bounds.
-    fn insert(&mut self, key: K, value: V, expires: Instant) -> Vec<(K, V)> {
-        self.remove(&key);
-        self.inserted += 1;
-        let slot = (expires, self.inserted);
-        self.by_expiry.insert(slot, key.clone());
-        self.entries.insert(key, Entry { value, slot });
-        let mut evicted = Vec::new();
-        while self.entries.len() > self.max_entries {
-            let Some((_, oldest)) = self.by_expiry.pop_first() else { break };
-            if let Some(entry) = self.entries.remove(&oldest) {
-                evicted.push((oldest, entry.value));
-            }
-        }
-        evicted
-    }
-
-    fn live(&self, key: &K, now: Instant) -> Option<&Entry<V>> {
-        self.entries.get(key).filter(|e| e.slot.0 > now)
-    }
-
-    fn get(&self, key: &K, now: Instant) -> Option<&V> {
-        self.live(key, now).map(|e| &e.value)
-    }
-
-    fn get_mut(&mut self, key: &K, now: Instant) -> Option<&mut V> {
-        self.entries.get_mut(key).filter(|e| e.slot.0 > now).map(|e| &mut e.value)
-    }
-
-    fn expires(&self, key: &K, now: Instant) -> Option<Instant> {
-        self.live(key, now).map(|e| e.slot.0)
-    }
-
-    fn remove(&mut self, key: &K) -> Option<V> {
-        let entry = self.entries.remove(key)?;
-        self.by_expiry.remove(&entry.slot);
-        Some(entry.value)
-    }
-
-    /// Drops every entry expired at `now`; returns them.
-    fn sweep(&mut self, now: Instant) -> Vec<(K, V)> {
-        let mut expired = Vec::new();
-        while let Some(entry) = self.by_expiry.first_entry() {
-            if entry.key().0 > now {
-                break;
-            }
-            let key = entry.remove();
-            if let Some(e) = self.entries.remove(&key) {
-                expired.push((key, e.value));
-            }
-        }
-        expired
-    }
-}
+use crate::{
+    domain::{Email, SessionId, User, UserId},
+    error::{Dependency, DependencyError},
+};
 
 #[derive(Debug, Clone)]
 struct Session {
@@ -429,8 +352,110 @@ impl MemorySessions {
     }
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+/// [`MemorySessions`] behind the Redis repository's async API, so the
+/// store's messages dispatch to either alike. Shared only with the calls
+/// the owning actor started, all on its thread.
+#[derive(Clone)]
+pub struct MemorySessionRepository(Rc<RefCell<MemorySessions>>);
+
+impl MemorySessionRepository {
+    pub fn new(policy: SessionPolicy, max_entries: usize) -> Self {
+        Self(Rc::new(RefCell::new(MemorySessions::new(policy, max_entries))))
+    }
+
+    /// Frees expired entries (the actor runs it on a timer).
+    pub fn sweep(&self) {
+        self.0.borrow_mut().sweep(Instant::now());
+    }
+
+    pub async fn create_session(
+        &self,
+        user: &User,
+        origin: &SessionOrigin,
+    ) -> Result<SessionId, DependencyError> {
+        self.0
+            .borrow_mut()
+            .create_session(user, origin, Instant::now())
+            .map_err(|e| DependencyError::rejected(Dependency::Memory, "create_session", e))
+    }
+
+    pub async fn resolve_session(
+        &self,
+        id: &SessionId,
+    ) -> Result<Option<ResolvedSession>, DependencyError> {
+        Ok(self.0.borrow_mut().resolve_session(id, Instant::now()))
+    }
+
+    pub async fn refresh_session_user(
+        &self,
+        id: &SessionId,
+        user: &User,
+    ) -> Result<(), DependencyError> {
+        self.0.borrow_mut().refresh_session_user(id, user, Instant::now());
+        Ok(())
+    }
+
+    pub async fn delete_session(&self, id: &SessionId) -> Result<bool, DependencyError> {
+        Ok(self.0.borrow_mut().delete_session(id, Instant::now()))
+    }
+
+    pub async fn look_up_cached_user(
+        &self,
+        session: Option<&SessionId>,
+        user: &UserKey,
+    ) -> Result<CachedLookup, DependencyError> {
+        Ok(self.0.borrow_mut().look_up(session, user, Instant::now()))
+    }
+
+    pub async fn list_user_sessions(
+        &self,
+        user: UserId,
+    ) -> Result<Vec<SessionInfo>, DependencyError> {
+        Ok(self.0.borrow().list_sessions(user, Instant::now()))
+    }
+
+    pub async fn end_user_session(
+        &self,
+        user: UserId,
+        handle: &str,
+    ) -> Result<bool, DependencyError> {
+        Ok(self.0.borrow_mut().end_user_session(user, handle, Instant::now()))
+    }
+
+    pub async fn end_user_sessions(
+        &self,
+        user: UserId,
+        keep: Option<&SessionId>,
+    ) -> Result<u32, DependencyError> {
+        Ok(self.0.borrow_mut().end_user_sessions(user, keep, Instant::now()))
+    }
+
+    pub async fn cache_user(&self, user: &User) -> Result<(), DependencyError> {
+        self.0.borrow_mut().cache_user(user, Instant::now());
+        Ok(())
+    }
+
+    pub async fn invalidate_user(&self, user: &User) -> Result<(), DependencyError> {
+        self.0.borrow_mut().invalidate_user(user, Instant::now());
+        Ok(())
+    }
+
+    pub async fn reserve_login_attempt(&self, key: &LoginKey) -> Result<Gate, DependencyError> {
+        Ok(self.0.borrow_mut().reserve_login_attempt(key, Instant::now()))
+    }
+
+    pub async fn finish_login_attempt(
+        &self,
+        key: &LoginKey,
+        outcome: Outcome,
+    ) -> Result<(), DependencyError> {
+        self.0.borrow_mut().finish_login_attempt(key, outcome, Instant::now());
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> Result<(), DependencyError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
