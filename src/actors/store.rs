@@ -3,19 +3,31 @@
 //! feeding the outcomes to their [`StoreHealth`]; and [`store_messages!`],
 //! the one way a store's messages become repository calls.
 
-use std::{cell::RefCell, fmt, panic::AssertUnwindSafe, rc::Rc, time::Instant};
+use std::{
+    cell::RefCell,
+    fmt,
+    panic::AssertUnwindSafe,
+    rc::Rc,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use actix::{Actor, AsyncContext as _, Context, Handler, Message, ResponseFuture};
+use actix::{Actor, AsyncContext as _, Context, Handler, Message, ResponseFuture, Supervisor};
 use futures_util::FutureExt as _;
 use tracing::{Instrument as _, Span};
 
 use super::{
     admission::Ticket,
+    client::ActorClient,
     pool::PoolSample,
-    stats::ActorState,
-    supervision::{Restart, StoreHealth},
+    stats::{ActorState, ActorStats},
+    supervision::{Restart, RestartPolicy, StoreHealth},
 };
-use crate::error::{CallError, Dependency, DependencyError, Outage};
+use crate::{
+    config::ActorSettings,
+    error::{CallError, Dependency, DependencyError, Outage},
+    workers::Workers,
+};
 
 /// Readiness probe of a store's dependency, plus a pool sample for metrics.
 #[derive(Clone, Copy)]
@@ -40,6 +52,47 @@ pub fn first_failure(answers: Vec<Result<Probe, CallError>>) -> Option<String> {
 
 /// The operation name of health probes, which the breaker lets through.
 pub const PROBE_OPERATION: &str = "ping";
+
+/// How a store's instances start: one on each of the first `instances`
+/// workers, supervised, each with its own [`StoreHealth`] (a restart
+/// policy from `actors.*`, the breaker's cooldown).
+pub struct Instances<'a> {
+    pub workers: &'a Workers,
+    pub instances: usize,
+    pub stats: Arc<ActorStats>,
+    pub actors: &'a ActorSettings,
+    pub breaker_cooldown: Duration,
+}
+
+impl Instances<'_> {
+    /// Starts them; `make` builds an instance around its health.
+    pub fn start<S>(
+        self,
+        make: impl Fn(Rc<RefCell<StoreHealth>>) -> S + Clone + Send + 'static,
+    ) -> ActorClient<S>
+    where
+        S: Store + actix::Supervised,
+    {
+        let addrs = self
+            .workers
+            .handles()
+            .take(self.instances)
+            .enumerate()
+            .map(|(instance, arbiter)| {
+                let stats = Arc::clone(&self.stats);
+                let restarts = RestartPolicy::from_settings(self.actors);
+                let cooldown = self.breaker_cooldown;
+                let make = make.clone();
+                Supervisor::start_in_arbiter(&arbiter, move |_| {
+                    make(Rc::new(RefCell::new(StoreHealth::new(
+                        stats, instance, restarts, cooldown,
+                    ))))
+                })
+            })
+            .collect();
+        ActorClient::sharded(addrs, self.stats)
+    }
+}
 
 /// A store message answered by one call of the store's repository, as a
 /// task of its own ([`Store::run`]). Declared with [`store_messages!`], so
@@ -119,8 +172,9 @@ macro_rules! store_message {
 pub(crate) use store_message;
 
 /// The handlers every store has alike: each [`StoreCall`] message runs its
-/// repository call through [`Store::run`], and [`Restart`] stops the
-/// instance for its supervisor to restart.
+/// repository call through [`Store::run`], [`CheckHealth`] pings the
+/// repository through [`Store::probe`], and [`Restart`] stops the instance
+/// for its supervisor to restart.
 macro_rules! store_handlers {
     ($store:ty, $repo:ty) => {
         impl<M> actix::Handler<$crate::actors::Traced<M>> for $store
@@ -152,6 +206,21 @@ macro_rules! store_handlers {
             }
         }
 
+        impl actix::Handler<$crate::actors::Traced<$crate::actors::store::CheckHealth>> for $store {
+            type Result = actix::ResponseFuture<$crate::actors::store::Probe>;
+
+            fn handle(
+                &mut self,
+                msg: $crate::actors::Traced<$crate::actors::store::CheckHealth>,
+                ctx: &mut Self::Context,
+            ) -> Self::Result {
+                use $crate::actors::store::Store as _;
+                let (_, span, ticket) = msg.open();
+                let sample = self.pool_sample();
+                self.probe(ctx, span, ticket, sample, async move |repo: $repo| repo.ping().await)
+            }
+        }
+
         impl actix::Handler<$crate::actors::supervision::Restart> for $store {
             type Result = ();
 
@@ -172,8 +241,17 @@ pub trait Store: Actor<Context = Context<Self>> + Handler<Restart> {
 
     fn health(&self) -> &Rc<RefCell<StoreHealth>>;
 
+    /// The current pool's sample (an empty one before it exists).
+    fn pool_sample(&self) -> PoolSample;
+
     /// The repository, or why it cannot be used yet.
     fn repo(&self, operation: &'static str) -> Result<Self::Repo, DependencyError>;
+
+    /// For `Actor::started`: the actix mailbox holds what admission lets in,
+    /// plus room for health probes (admitted past the bound).
+    fn size_mailbox(&self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.health().borrow().stats().capacity() + 16);
+    }
 
     /// For `Actor::stopped`: every instance reports it.
     fn report_stopped(&self) {

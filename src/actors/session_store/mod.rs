@@ -19,7 +19,7 @@ pub mod types;
 
 use std::{cell::RefCell, rc::Rc, sync::Arc, time::Duration};
 
-use actix::{Actor, AsyncContext as _, Context, Handler, ResponseFuture, Supervised, Supervisor};
+use actix::{Actor, AsyncContext as _, Context, Supervised};
 
 pub use backend::SessionBackend;
 pub use memory::MemorySessionRepository;
@@ -31,8 +31,8 @@ pub use types::{
 };
 
 use super::{
-    ActorClient, ActorState, ActorStats, RestartPolicy, Traced,
-    store::{CheckHealth, Probe, Store, store_handlers},
+    ActorClient, ActorState, ActorStats,
+    store::{Instances, Store, store_handlers},
     supervision::StoreHealth,
 };
 use crate::{
@@ -87,35 +87,13 @@ impl SessionStore {
             SessionBackendSettings::Redis(redis) => redis.pool_max_size.div_ceil(instances as u32),
             SessionBackendSettings::Memory { .. } => 0,
         };
-        let addrs = workers
-            .handles()
-            .take(instances)
-            .enumerate()
-            .map(|(instance, arbiter)| {
-                let backend = backend.clone();
-                let stats = Arc::clone(&stats);
-                let restarts = RestartPolicy::from_settings(actors);
-                Supervisor::start_in_arbiter(&arbiter, move |_| {
-                    let breaker_cooldown = match &backend {
-                        SessionBackendSettings::Redis(redis) => redis.connect_timeout(),
-                        SessionBackendSettings::Memory { .. } => Duration::ZERO,
-                    };
-                    Self {
-                        backend,
-                        pool_size,
-                        policy,
-                        repo: None,
-                        health: Rc::new(RefCell::new(StoreHealth::new(
-                            stats,
-                            instance,
-                            restarts,
-                            breaker_cooldown,
-                        ))),
-                    }
-                })
-            })
-            .collect();
-        ActorClient::sharded(addrs, stats)
+        let breaker_cooldown = match &backend {
+            SessionBackendSettings::Redis(redis) => redis.connect_timeout(),
+            SessionBackendSettings::Memory { .. } => Duration::ZERO,
+        };
+        Instances { workers, instances, stats, actors, breaker_cooldown }.start(move |health| {
+            Self { backend: backend.clone(), pool_size, policy, repo: None, health }
+        })
     }
 }
 
@@ -134,6 +112,10 @@ impl Store for SessionStore {
         &self.health
     }
 
+    fn pool_sample(&self) -> crate::actors::PoolSample {
+        self.repo.as_ref().map(SessionBackend::pool_sample).unwrap_or_default()
+    }
+
     fn repo(&self, operation: &'static str) -> Result<SessionBackend, DependencyError> {
         self.repo.clone().ok_or_else(|| {
             DependencyError::outage(self.dependency(), operation, "session backend not configured")
@@ -145,9 +127,8 @@ impl Actor for SessionStore {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.size_mailbox(ctx);
         let mut health = self.health.borrow_mut();
-        // Health probes come on top of the admitted messages.
-        ctx.set_mailbox_capacity(health.stats().capacity() + 16);
         match &self.backend {
             SessionBackendSettings::Redis(settings) => {
                 let timings = health.stats().metrics().dependency_seconds.clone();
@@ -194,13 +175,3 @@ impl Supervised for SessionStore {
 }
 
 store_handlers!(SessionStore, SessionBackend);
-
-impl Handler<Traced<CheckHealth>> for SessionStore {
-    type Result = ResponseFuture<Probe>;
-
-    fn handle(&mut self, msg: Traced<CheckHealth>, ctx: &mut Self::Context) -> Self::Result {
-        let (CheckHealth, span, ticket) = msg.open();
-        let sample = self.repo.as_ref().map(SessionBackend::pool_sample).unwrap_or_default();
-        self.probe(ctx, span, ticket, sample, async move |repo| repo.ping().await)
-    }
-}

@@ -18,10 +18,7 @@ mod statements;
 
 use std::{cell::RefCell, rc::Rc, sync::Arc, time::Duration};
 
-use actix::{
-    Actor, ActorFutureExt as _, AsyncContext as _, Context, Handler, ResponseFuture, Supervised,
-    Supervisor, WrapFuture as _,
-};
+use actix::{Actor, ActorFutureExt as _, AsyncContext as _, Context, Supervised, WrapFuture as _};
 
 pub use backend::UserRepository;
 pub use messages::*;
@@ -29,8 +26,8 @@ pub use postgres::{PgPool, PgUserRepository};
 pub use sqlite::SqliteUserRepository;
 
 use super::{
-    ActorClient, ActorState, ActorStats, RestartPolicy, Traced,
-    store::{CheckHealth, Probe, Store, store_handlers},
+    ActorClient, ActorState, ActorStats,
+    store::{Instances, Store, store_handlers},
     supervision::StoreHealth,
 };
 use crate::{
@@ -74,29 +71,17 @@ impl UserStore {
             UserDatabase::Sqlite(repo) => (0, repo.busy_timeout()),
         };
         let max_backoff = Duration::from_secs(actors.restart_backoff_max_secs);
-        let addrs = workers
-            .handles()
-            .enumerate()
-            .map(|(instance, arbiter)| {
-                let database = database.clone();
-                let stats = Arc::clone(&stats);
-                let restarts = RestartPolicy::from_settings(actors);
-                Supervisor::start_in_arbiter(&arbiter, move |_| Self {
-                    database,
-                    pool_size,
-                    repo: None,
-                    bootstrap_attempts: 0,
-                    max_backoff,
-                    health: Rc::new(RefCell::new(StoreHealth::new(
-                        stats,
-                        instance,
-                        restarts,
-                        breaker_cooldown,
-                    ))),
-                })
-            })
-            .collect();
-        ActorClient::sharded(addrs, stats)
+        let instances = workers.len();
+        Instances { workers, instances, stats, actors, breaker_cooldown }.start(move |health| {
+            Self {
+                database: database.clone(),
+                pool_size,
+                repo: None,
+                bootstrap_attempts: 0,
+                max_backoff,
+                health,
+            }
+        })
     }
 
     /// Applies migrations on a plain thread (the harness blocks), retrying
@@ -164,6 +149,10 @@ impl Store for UserStore {
         &self.health
     }
 
+    fn pool_sample(&self) -> crate::actors::PoolSample {
+        self.repo.as_ref().map(UserRepository::pool_sample).unwrap_or_default()
+    }
+
     /// The repository, once the schema is in place.
     fn repo(&self, operation: &'static str) -> Result<UserRepository, DependencyError> {
         match &self.repo {
@@ -181,9 +170,8 @@ impl Actor for UserStore {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.size_mailbox(ctx);
         let mut health = self.health.borrow_mut();
-        // Health probes come on top of the admitted messages.
-        ctx.set_mailbox_capacity(health.stats().capacity() + 16);
         self.repo = Some(match &self.database {
             UserDatabase::Postgres(settings) => UserRepository::Postgres(PgUserRepository::new(
                 settings,
@@ -212,13 +200,3 @@ impl Supervised for UserStore {
 }
 
 store_handlers!(UserStore, UserRepository);
-
-impl Handler<Traced<CheckHealth>> for UserStore {
-    type Result = ResponseFuture<Probe>;
-
-    fn handle(&mut self, msg: Traced<CheckHealth>, ctx: &mut Self::Context) -> Self::Result {
-        let (CheckHealth, span, ticket) = msg.open();
-        let sample = self.repo.as_ref().map(UserRepository::pool_sample).unwrap_or_default();
-        self.probe(ctx, span, ticket, sample, async move |repo| repo.ping().await)
-    }
-}

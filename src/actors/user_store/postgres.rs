@@ -32,7 +32,7 @@ use uuid::Uuid;
 
 use super::{
     schema::{RoleType, user_blocks, users},
-    statements::{is_rejection, timed_statement},
+    statements::{is_rejection, timed_statement, user_statements},
 };
 use crate::{
     actors::{ConnectFailures, Watched, uptime_ms},
@@ -109,8 +109,14 @@ struct UserRow {
 }
 
 impl UserRow {
-    fn into_credentials(self) -> UserCredentials {
-        UserCredentials {
+    /// Always converts: the row's types are the columns'. (Fallible for the
+    /// shared statements' sake: SQLite's rows can be corrupt.)
+    #[allow(clippy::unnecessary_wraps)]
+    fn into_credentials(
+        self,
+        _operation: &'static str,
+    ) -> Result<UserCredentials, DependencyError> {
+        Ok(UserCredentials {
             password_hash: PasswordHash::new(self.password),
             user: User {
                 id: UserId::from_uuid(self.user_id),
@@ -123,11 +129,7 @@ impl UserRow {
                 created_at: self.created_at,
                 updated_at: self.updated_at,
             },
-        }
-    }
-
-    fn into_user(self) -> User {
-        self.into_credentials().user
+        })
     }
 }
 
@@ -142,6 +144,30 @@ struct NewUserRow<'a> {
     role: DbRole,
     avatar: Option<&'a str>,
 }
+
+impl<'a> From<&'a NewUser> for NewUserRow<'a> {
+    fn from(new: &'a NewUser) -> Self {
+        Self {
+            user_id: new.id.as_uuid(),
+            first_name: new.first_name.as_str(),
+            last_name: new.last_name.as_str(),
+            email: new.email.as_str(),
+            password: new.password_hash.expose(),
+            role: new.role.into(),
+            avatar: new.avatar.as_ref().map(|a| a.as_str()),
+        }
+    }
+}
+
+/// The key as the schema stores it.
+type DbId = Uuid;
+
+fn db_id(id: UserId) -> DbId {
+    id.as_uuid()
+}
+
+/// The role column's admin value.
+const ADMIN: DbRole = DbRole::Admin;
 
 /// Builds the pool without connecting, so the service starts (not ready)
 /// while Postgres is down and connects once it is up.
@@ -232,151 +258,11 @@ impl PgUserRepository {
         AtomicU64::load(&self.last_success, Ordering::Relaxed) >= since
     }
 
-    pub async fn create_user(&self, new: &NewUser) -> Result<User, CreateUserError> {
-        let row = NewUserRow {
-            user_id: new.id.as_uuid(),
-            first_name: new.first_name.as_str(),
-            last_name: new.last_name.as_str(),
-            email: new.email.as_str(),
-            password: new.password_hash.expose(),
-            role: new.role.into(),
-            avatar: new.avatar.as_ref().map(|a| a.as_str()),
-        };
-        let result = self
-            .write("create_user", async |conn| {
-                diesel::insert_into(users::table)
-                    .values(&row)
-                    .returning(UserRow::as_returning())
-                    .get_result(conn)
-                    .await
-            })
-            .await;
-        match result {
-            Ok(row) => Ok(row.into_user()),
-            // The unique index settles concurrent registrations of one email:
-            // exactly one insert wins, the others land here.
-            Err(Failure::Query(DieselError::DatabaseError(
-                DatabaseErrorKind::UniqueViolation,
-                _,
-            ))) => Err(CreateUserError::EmailTaken),
-            Err(other) => Err(other.classify("create_user").into()),
-        }
-    }
-
-    pub async fn find_user_by_id(&self, id: UserId) -> Result<Option<User>, DependencyError> {
-        self.run("find_user_by_id", async |conn| {
-            users::table
-                .find(id.as_uuid())
-                .filter(not(exists(
-                    user_blocks::table.filter(user_blocks::user_id.eq(users::user_id)),
-                )))
-                .select(UserRow::as_select())
-                .first(conn)
-                .await
-                .optional()
-        })
-        .await
-        .map(|row| row.map(UserRow::into_user))
-        .map_err(|f| f.classify("find_user_by_id"))
-    }
-
-    /// An account by email, case-insensitively (served by the
-    /// `lower(email)` unique index); only if not disabled when
-    /// `active_only`.
-    pub async fn select_by_email(
-        &self,
-        operation: &'static str,
-        email: &Email,
-        active_only: bool,
-    ) -> Result<Option<UserCredentials>, DependencyError> {
-        self.run(operation, async |conn| {
-            let mut query = users::table
-                .filter(lower_text(users::email).eq(email.as_str()))
-                .select(UserRow::as_select())
-                .into_boxed();
-            if active_only {
-                query = query.filter(not(exists(
-                    user_blocks::table.filter(user_blocks::user_id.eq(users::user_id)),
-                )));
-            }
-            query.first(conn).await.optional()
-        })
-        .await
-        .map(|row| row.map(UserRow::into_credentials))
-        .map_err(|f| f.classify(operation))
-    }
-
-    /// Disables (or enables again) an account: a disabled one cannot log in
-    /// and is not found by lookups.
-    pub async fn set_disabled(&self, id: UserId, disabled: bool) -> Result<(), DependencyError> {
-        const OP: &str = "set_disabled";
-        self.write(OP, async |conn| {
-            if disabled {
-                diesel::insert_into(user_blocks::table)
-                    .values(user_blocks::user_id.eq(id.as_uuid()))
-                    .on_conflict_do_nothing()
-                    .execute(conn)
-                    .await
-            } else {
-                diesel::delete(user_blocks::table.find(id.as_uuid())).execute(conn).await
-            }
-        })
-        .await
-        .map(drop)
-        .map_err(|f| f.classify(OP))
-    }
-
-    /// Replaces a password hash only if it is still `old`, so a rehash racing
-    /// a password change never undoes the change. Returns whether it replaced.
-    pub async fn replace_password_hash(
-        &self,
-        id: UserId,
-        old: &PasswordHash,
-        new: &PasswordHash,
-    ) -> Result<bool, DependencyError> {
-        self.write("replace_password_hash", async |conn| {
-            diesel::update(
-                users::table
-                    .filter(users::user_id.eq(id.as_uuid()))
-                    .filter(users::password.eq(old.expose())),
-            )
-            .set(users::password.eq(new.expose()))
-            .execute(conn)
-            .await
-        })
-        .await
-        .map(|n| n == 1)
-        .map_err(|f| f.classify("replace_password_hash"))
-    }
-
-    /// Makes the account with this email an admin; `None` if there is none.
-    pub async fn promote_to_admin(&self, email: &Email) -> Result<Option<User>, DependencyError> {
-        self.write("promote_to_admin", async |conn| {
-            diesel::update(users::table.filter(lower_text(users::email).eq(email.as_str())))
-                .set(users::role.eq(DbRole::Admin))
-                .returning(UserRow::as_returning())
-                .get_result(conn)
-                .await
-                .optional()
-        })
-        .await
-        .map(|row| row.map(UserRow::into_user))
-        .map_err(|f| f.classify("promote_to_admin"))
-    }
-
-    /// A round-trip proving Postgres answers and the schema is in place.
-    pub async fn ping(&self) -> Result<(), DependencyError> {
-        self.run("ping", async |conn| {
-            users::table.select(users::user_id).limit(0).load::<Uuid>(conn).await
-        })
-        .await
-        .map(drop)
-        .map_err(|f| f.classify("ping"))
-    }
+    user_statements!();
 
     /// A statement that only reads (see [`Self::run_in`]); in a transaction
     /// of its own only behind a transaction pooler.
-    async fn run<T>(
+    async fn read<T>(
         &self,
         statement: &'static str,
         query: impl AsyncFnOnce(&mut AsyncPgConnection) -> QueryResult<T>,
@@ -384,7 +270,7 @@ impl PgUserRepository {
         self.run_in(statement, self.transaction_pooler, query).await
     }
 
-    /// [`Self::run`] for a statement that writes: acknowledged only once its
+    /// [`Self::read`] for a statement that writes: acknowledged only once its
     /// COMMIT is. tokio-postgres completes a statement at its
     /// CommandComplete, which PostgreSQL sends before the statement's
     /// implicit transaction commits (at the following Sync, where it also

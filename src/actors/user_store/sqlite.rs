@@ -35,7 +35,7 @@ use uuid::Uuid;
 use super::{
     migrate::BootstrapError,
     postgres::lower_text,
-    statements::{is_rejection, timed_statement},
+    statements::{is_rejection, timed_statement, user_statements},
 };
 use crate::{
     config::StorageSettings,
@@ -141,6 +141,30 @@ struct NewUserRow<'a> {
     role: &'static str,
     avatar: Option<&'a str>,
 }
+
+impl<'a> From<&'a NewUser> for NewUserRow<'a> {
+    fn from(new: &'a NewUser) -> Self {
+        Self {
+            user_id: db_id(new.id),
+            first_name: new.first_name.as_str(),
+            last_name: new.last_name.as_str(),
+            email: new.email.as_str(),
+            password: new.password_hash.expose(),
+            role: new.role.as_str(),
+            avatar: new.avatar.as_ref().map(|a| a.as_str()),
+        }
+    }
+}
+
+/// The key as the schema stores it: the uuid's text.
+type DbId = String;
+
+fn db_id(id: UserId) -> DbId {
+    id.as_uuid().hyphenated().to_string()
+}
+
+/// The role column's admin value.
+const ADMIN: &str = "admin";
 
 #[derive(Clone)]
 pub struct SqliteUserRepository {
@@ -273,151 +297,22 @@ impl SqliteUserRepository {
         }
     }
 
-    pub async fn create_user(&self, new: &NewUser) -> Result<User, CreateUserError> {
-        const OP: &str = "create_user";
-        let row = NewUserRow {
-            user_id: new.id.as_uuid().hyphenated().to_string(),
-            first_name: new.first_name.as_str(),
-            last_name: new.last_name.as_str(),
-            email: new.email.as_str(),
-            password: new.password_hash.expose(),
-            role: new.role.as_str(),
-            avatar: new.avatar.as_ref().map(|a| a.as_str()),
-        };
-        let result = self
-            .run(OP, Access::Write, async |conn| {
-                diesel::insert_into(users::table)
-                    .values(&row)
-                    .returning(UserRow::as_returning())
-                    .get_result(conn)
-                    .await
-            })
-            .await;
-        match result {
-            Ok(row) => Ok(row.into_credentials(OP)?.user),
-            // The unique index settles concurrent registrations of one email.
-            Err(Failure::Query(DieselError::DatabaseError(
-                DatabaseErrorKind::UniqueViolation,
-                _,
-            ))) => Err(CreateUserError::EmailTaken),
-            Err(other) => Err(other.classify(OP).into()),
-        }
-    }
+    user_statements!();
 
-    pub async fn find_user_by_id(&self, id: UserId) -> Result<Option<User>, DependencyError> {
-        const OP: &str = "find_user_by_id";
-        let id = id.as_uuid().hyphenated().to_string();
-        let row = self
-            .run(OP, Access::Read, async |conn| {
-                users::table
-                    .find(&id)
-                    .filter(not(exists(
-                        user_blocks::table.filter(user_blocks::user_id.eq(users::user_id)),
-                    )))
-                    .select(UserRow::as_select())
-                    .first(conn)
-                    .await
-                    .optional()
-            })
-            .await
-            .map_err(|f| f.classify(OP))?;
-        row.map(|r| r.into_credentials(OP).map(|c| c.user)).transpose()
-    }
-
-    /// An account by email, case-insensitively; only if not disabled when
-    /// `active_only`.
-    pub async fn select_by_email(
+    async fn read<T>(
         &self,
-        operation: &'static str,
-        email: &Email,
-        active_only: bool,
-    ) -> Result<Option<UserCredentials>, DependencyError> {
-        let row = self
-            .run(operation, Access::Read, async |conn| {
-                let mut query = users::table
-                    .filter(lower_text(users::email).eq(email.as_str()))
-                    .select(UserRow::as_select())
-                    .into_boxed();
-                if active_only {
-                    query = query.filter(not(exists(
-                        user_blocks::table.filter(user_blocks::user_id.eq(users::user_id)),
-                    )));
-                }
-                query.first(conn).await.optional()
-            })
-            .await
-            .map_err(|f| f.classify(operation))?;
-        row.map(|r| r.into_credentials(operation)).transpose()
+        statement: &'static str,
+        query: impl AsyncFnOnce(&mut AsyncSqlite) -> QueryResult<T>,
+    ) -> Result<T, Failure> {
+        self.run(statement, Access::Read, query).await
     }
 
-    /// Disables (or enables again) an account, as in Postgres.
-    pub async fn set_disabled(&self, id: UserId, disabled: bool) -> Result<(), DependencyError> {
-        const OP: &str = "set_disabled";
-        let id = id.as_uuid().hyphenated().to_string();
-        self.run(OP, Access::Write, async |conn| {
-            if disabled {
-                diesel::insert_into(user_blocks::table)
-                    .values(user_blocks::user_id.eq(&id))
-                    .on_conflict_do_nothing()
-                    .execute(conn)
-                    .await
-            } else {
-                diesel::delete(user_blocks::table.find(&id)).execute(conn).await
-            }
-        })
-        .await
-        .map(drop)
-        .map_err(|f| f.classify(OP))
-    }
-
-    /// Compare-and-set, as in Postgres: only if the hash is still `old`.
-    pub async fn replace_password_hash(
+    async fn write<T>(
         &self,
-        id: UserId,
-        old: &PasswordHash,
-        new: &PasswordHash,
-    ) -> Result<bool, DependencyError> {
-        const OP: &str = "replace_password_hash";
-        let id = id.as_uuid().hyphenated().to_string();
-        self.run(OP, Access::Write, async |conn| {
-            diesel::update(
-                users::table
-                    .filter(users::user_id.eq(&id))
-                    .filter(users::password.eq(old.expose())),
-            )
-            .set(users::password.eq(new.expose()))
-            .execute(conn)
-            .await
-        })
-        .await
-        .map(|n| n == 1)
-        .map_err(|f| f.classify(OP))
-    }
-
-    pub async fn promote_to_admin(&self, email: &Email) -> Result<Option<User>, DependencyError> {
-        const OP: &str = "promote_to_admin";
-        let row = self
-            .run(OP, Access::Write, async |conn| {
-                diesel::update(users::table.filter(lower_text(users::email).eq(email.as_str())))
-                    .set(users::role.eq(Role::Admin.as_str()))
-                    .returning(UserRow::as_returning())
-                    .get_result(conn)
-                    .await
-                    .optional()
-            })
-            .await
-            .map_err(|f| f.classify(OP))?;
-        row.map(|r| r.into_credentials(OP).map(|c| c.user)).transpose()
-    }
-
-    /// Proves the file opens and the schema is in place.
-    pub async fn ping(&self) -> Result<(), DependencyError> {
-        self.run("ping", Access::Read, async |conn| {
-            users::table.select(users::user_id).limit(0).load::<String>(conn).await
-        })
-        .await
-        .map(drop)
-        .map_err(|f| f.classify("ping"))
+        statement: &'static str,
+        query: impl AsyncFnOnce(&mut AsyncSqlite) -> QueryResult<T>,
+    ) -> Result<T, Failure> {
+        self.run(statement, Access::Write, query).await
     }
 
     /// Runs `query` on a pooled connection, behind the write gate for
