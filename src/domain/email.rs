@@ -1,3 +1,6 @@
+//! Email addresses: RFC-valid, at most 64 characters, kept in canonical
+//! (lower-case) form so a login matches whatever case was registered.
+
 use std::fmt;
 
 use validator::{ValidateEmail, ValidateLength};

@@ -1,3 +1,5 @@
+//! Passwords as typed (never logged) and their stored hashes.
+
 use std::fmt;
 
 use super::InvalidInput;

@@ -1,3 +1,6 @@
+//! Profile fields: a person's name and an optional avatar URL, trimmed and
+//! bounded as their columns are.
+
 use std::fmt;
 
 use validator::ValidateLength;

@@ -1,3 +1,5 @@
+//! An account's role: `user` or `admin` (an empty role means `user`).
+
 use std::fmt;
 
 use super::InvalidInput;

@@ -1,3 +1,6 @@
+//! Session ids: 256 random bits, handed out once and stored only as a
+//! digest.
+
 use std::fmt;
 
 use blake2::{Blake2b256, Digest};

@@ -1,3 +1,6 @@
+//! Accounts: a user's id, the user as the service shows it, its
+//! credentials, and a new account ready to insert.
+
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
