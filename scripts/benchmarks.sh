@@ -5,6 +5,12 @@
 #   scripts/benchmarks.sh sweep      # one section: ceiling sweep hashing
 #                                    #   isolation tracing memory storage
 #                                    #   replicas login-timing micro
+#   BASELINE=/path/to/auth-service [BASELINE_DIR=its/checkout] \
+#     scripts/benchmarks.sh versus   # the sweep of another build and this
+#                                    #   one, back to back (not in "all");
+#                                    #   the baseline runs in BASELINE_DIR
+#                                    #   (builds before the built-in config
+#                                    #   layers read ./config there)
 #
 # Needs PostgreSQL and Redis on localhost (the service runs with
 # APP_ENV=local, logging at warn) and ports 5000, 5001, 7070 and 4317 free.
@@ -21,6 +27,8 @@ exec > >(tee "$out") 2>&1
 cargo build --quiet --release --bin auth-service --example loadgen --example echo_server
 loadgen=target/release/examples/loadgen
 pid=""
+service=target/release/auth-service
+service_dir=.
 
 stop() {
   if [ -n "$pid" ]; then
@@ -37,7 +45,9 @@ start() {
   stop
   local began
   began=$(date +%s%N)
-  env APP_ENV=local AUTH__LOG__FILTER=warn "$@" target/release/auth-service >target/bench-service.log 2>&1 &
+  local log="$PWD/target/bench-service.log" binary
+  binary=$(realpath "$service")
+  (cd "$service_dir" && exec env APP_ENV=local AUTH__LOG__FILTER=warn "$@" "$binary") >"$log" 2>&1 &
   pid=$!
   for _ in $(seq 500); do
     if target/release/auth-service healthcheck >/dev/null 2>&1; then
@@ -65,6 +75,20 @@ for s in $sections; do
     pid=$!
     sleep 0.5
     $loadgen --target http://127.0.0.1:5001 --rpc get-me --sweep --repeat 3 --duration-secs 5 --warmup-secs 1 --server-pid "$pid"
+    ;;
+  versus)
+    # Per RPC, the baseline then this build, each at 16, 256 and 1024 in
+    # flight: the two measured minutes apart, not sessions apart.
+    baseline=${BASELINE:?versus needs BASELINE=path/to/another/auth-service}
+    for rpc in get-me find-by-id find-by-email; do
+      for build in "$baseline" target/release/auth-service; do
+        section "Sweep: $rpc, $build"
+        if [ "$build" = "$baseline" ]; then dir=${BASELINE_DIR:-.}; else dir=.; fi
+        service=$build service_dir=$dir start
+        $loadgen --rpc "$rpc" --sweep --points 16x1,16x16,16x64 --repeat 3 --duration-secs 5 --warmup-secs 1 --server-pid "$pid"
+      done
+    done
+    service=target/release/auth-service
     ;;
   sweep)
     for rpc in get-me find-by-id find-by-email; do

@@ -5,7 +5,7 @@ use auth_service::{
 };
 use tonic::Code;
 
-use crate::helpers::{
+use crate::support::{
     Backend, PASSWORD, TestApp, backend_tests, blocking, credentials, login, register,
     registration, unique_email, with_session,
 };
@@ -88,7 +88,7 @@ async fn a_disabled_account_cannot_log_in_and_is_not_found(backend: Backend) {
     let mut client = app.client();
     let email = unique_email();
     let user = register(&mut client, &email, PASSWORD).await;
-    let (_, watcher) = crate::helpers::signed_in(&mut client).await;
+    let (_, watcher) = crate::support::signed_in(&mut client).await;
 
     let out = account_command(&app, AccountAction::Disable, &email).expect("disable");
     assert!(out.contains("disabled"), "{out}");
@@ -122,7 +122,7 @@ async fn revoking_or_disabling_ends_every_session_and_cached_copy_at_once() {
     let first = login(&mut client, &email, PASSWORD).await.1;
     let second = login(&mut client, &email, PASSWORD).await.1;
     // Warm every cached copy: the sessions' and the lookup cache's.
-    let (_, watcher) = crate::helpers::signed_in(&mut client).await;
+    let (_, watcher) = crate::support::signed_in(&mut client).await;
     let lookup = || FindByEmailRequest { email: email.clone() };
     client.find_by_email(with_session(lookup(), &watcher)).await.expect("cached");
 

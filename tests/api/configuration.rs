@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{
+use crate::support::{
     BinaryService, binary_command, binary_cwd, postgres_server, query_sql, redis_url, register,
     run_to_exit, unique_database, unique_email,
 };
@@ -101,7 +101,7 @@ async fn unsafe_allow_admits_exactly_the_named_key_and_the_start_logs_it() {
     assert!(allowed[0].contains(r#""key":"postgres.url""#), "{allowed:?}");
     assert!(logs.iter().any(|l| l.contains("plaintext")), "{logs:?}");
     drop(service);
-    crate::helpers::drop_database(&database);
+    crate::support::drop_database(&database);
 }
 
 /// Every start the service refuses, `config --check` refuses with the same

@@ -11,11 +11,11 @@ use auth_service::{
 };
 use tonic::Code;
 
-use crate::helpers::{
+use crate::support::redis::RedisProcess;
+use crate::support::{
     Backend, Client, PASSWORD, PrivatePostgres, TestApp, blocking, registration, retrying,
     unique_email, with_session,
 };
-use crate::redis_servers::RedisProcess;
 
 /// Logs in (retrying UNAVAILABLE); the user's uuid.
 async fn login_uuid(client: &Client, email: &str) -> String {

@@ -2,9 +2,9 @@
 
 use tonic::Code;
 
-use crate::helpers::{
-    TestApp, blocking, execute_sql, login, postgres_server, query_sql, test_settings,
-    unique_database,
+use crate::support::{
+    ScratchDatabase, TestApp, blocking, execute_sql, login, postgres_server, query_sql,
+    test_settings, unique_database,
 };
 
 /// `01_create_initial_tables.up.sql` of the Go service, verbatim in effect.
@@ -92,7 +92,7 @@ async fn a_go_database_is_migrated_in_place_and_bcrypt_users_log_in() {
 
     // The schema now refuses case-only duplicates.
     let status = client
-        .register(crate::helpers::registration("ADA@EXAMPLE.COM", "a new password"))
+        .register(crate::support::registration("ADA@EXAMPLE.COM", "a new password"))
         .await
         .expect_err("taken");
     assert_eq!(status.code(), Code::AlreadyExists);
@@ -100,8 +100,8 @@ async fn a_go_database_is_migrated_in_place_and_bcrypt_users_log_in() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn case_only_duplicates_stop_the_migration_with_a_clear_error() {
-    let database = unique_database();
-    execute_sql("postgres", vec![format!("CREATE DATABASE \"{database}\"")]);
+    let scratch = ScratchDatabase::create();
+    let database = scratch.name().to_owned();
     let hash = bcrypt::hash("x-password", 4).expect("bcrypt");
     execute_sql(
         &database,
@@ -120,12 +120,12 @@ async fn case_only_duplicates_stop_the_migration_with_a_clear_error() {
     assert!(err.to_string().contains("different letter case"), "{err}");
     // Nothing was lost or half-applied.
     assert_eq!(query_sql(&database, "SELECT count(*)::text AS value FROM users"), ["2"]);
-    crate::helpers::drop_database(&database);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
-    let database = unique_database();
+    let scratch = ScratchDatabase::named();
+    let database = scratch.name().to_owned();
     let url = format!("{}/{database}", postgres_server());
     let runs: Vec<_> = (0..4)
         .map(|_| {
@@ -148,5 +148,4 @@ async fn migrations_are_idempotent_and_safe_to_run_concurrently() {
         query_sql(&database, "SELECT count(*)::text AS value FROM __diesel_schema_migrations"),
         [expected.to_string()]
     );
-    crate::helpers::drop_database(&database);
 }

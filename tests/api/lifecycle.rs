@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{
+use crate::support::{
     Backend, BinaryService, PASSWORD, TestApp, backend_tests, binary_command, registration,
     run_to_exit, slow_hashing, unique_email,
 };
@@ -10,8 +10,10 @@ use crate::helpers::{
 /// tonic's client enforces a deadline itself (answering CANCELLED locally),
 /// so this speaks HTTP/2 directly to see what the server answers.
 async fn the_callers_deadline_is_deadline_exceeded(backend: Backend) {
+    // A hash of several seconds: an answer well before it ended came from
+    // the deadline, with room for a loaded machine.
     let app = TestApp::spawn_with(backend, |s| {
-        slow_hashing(s, 64 * 1024, 8);
+        slow_hashing(s, 64 * 1024, 32);
     })
     .await;
     let tcp = tokio::net::TcpStream::connect(app.grpc_addr).await.expect("connect");
@@ -37,8 +39,9 @@ async fn the_callers_deadline_is_deadline_exceeded(backend: Backend) {
         response.headers().get("grpc-status").map(|v| v.to_str().unwrap_or("?").to_owned());
     assert_eq!(status.as_deref(), Some("4"), "DEADLINE_EXCEEDED in {:?}", response.headers());
     assert!(
-        started.elapsed() < Duration::from_secs(1),
-        "answered at the deadline, not after the work"
+        started.elapsed() < Duration::from_millis(1500),
+        "answered at the deadline, not after the work: {:?}",
+        started.elapsed()
     );
 }
 
@@ -121,13 +124,13 @@ async fn the_binary_serves_and_exits_cleanly_on_sigterm(backend: Backend) {
         run_to_exit(&mut command, Duration::from_secs(30)).0
     };
     assert!(healthcheck());
-    let (_, ready) = crate::helpers::http_get(http_addr, "/health/ready").await;
+    let (_, ready) = crate::support::http_get(http_addr, "/health/ready").await;
     assert!(ready.contains(&format!(r#""backend":"{backend}""#)), "{ready}");
 
     let (status, logs) = service.terminate().await;
     assert!(status.success(), "exit status {status:?}");
     assert!(!healthcheck(), "unhealthy once stopped");
-    let _ = std::fs::remove_dir_all(crate::helpers::binary_cwd(&database));
+    let _ = std::fs::remove_dir_all(crate::support::binary_cwd(&database));
     assert!(logs.iter().any(|l| l.contains("SIGTERM received")), "{logs:?}");
     let export_warnings = logs.iter().filter(|l| l.contains("trace export failing")).count();
     assert_eq!(export_warnings, 1, "one warning for an unreachable collector: {logs:?}");

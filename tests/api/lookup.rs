@@ -1,7 +1,7 @@
 use auth_service::grpc::proto::{FindByEmailRequest, FindByIdRequest};
 use tonic::Code;
 
-use crate::helpers::{
+use crate::support::{
     Backend, PASSWORD, TestApp, backend_tests, register, signed_in, unique_email, with_session,
 };
 

@@ -5,7 +5,7 @@
 //! prefix; and embedded, each test its own data directory. Tests that need a
 //! real server to fail (faults, overload, the Go database) are external only.
 
-mod helpers;
+mod support;
 
 mod admin;
 mod configuration;
@@ -22,7 +22,6 @@ mod ops;
 mod overload;
 mod postgres_topologies;
 mod redis_modes;
-mod redis_servers;
 mod register;
 mod replicas;
 mod session;

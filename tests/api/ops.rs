@@ -4,7 +4,7 @@ use tokio_stream::StreamExt as _;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::helpers::{Backend, TestApp, backend_tests};
+use crate::support::{Backend, TestApp, backend_tests};
 
 async fn health_endpoints_answer(backend: Backend) {
     let app = TestApp::spawn(backend).await;

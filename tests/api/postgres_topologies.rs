@@ -6,14 +6,18 @@
 use std::time::{Duration, Instant};
 
 use auth_service::{
+    cli::{AccountArgs, admin_account},
     config::SecretUrl,
-    grpc::proto::{ChangePasswordRequest, FindByEmailRequest, GetMeRequest, LoginRequest},
+    grpc::proto::{
+        ChangePasswordRequest, FindByEmailRequest, FindByIdRequest, GetMeRequest, LoginRequest,
+    },
+    service::AccountAction,
 };
 use futures_util::future::join_all;
 
-use crate::helpers::{
-    Backend, PASSWORD, PgBouncer, PrivatePostgres, TestApp, blocking, postgres_server,
-    registration, unique_email, with_session,
+use crate::support::{
+    Backend, PASSWORD, PgBouncer, PrivatePostgres, TestApp, blocking, credentials, execute_sql,
+    postgres_server, query_sql, registration, unique_email, with_session,
 };
 
 /// The machine's PostgreSQL, as (host, port) of `TEST_POSTGRES_URL`.
@@ -25,39 +29,42 @@ fn server_address() -> (String, u16) {
     (host.to_owned(), port.parse().expect("port"))
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn every_user_store_path_works_behind_pgbouncer_in_transaction_mode() {
-    let (host, port) = server_address();
-    // Two server connections for the service's pool of 16: consecutive
-    // statements of one pooled connection run on different servers.
-    let bouncer = blocking(move || PgBouncer::start((&host, port), 2));
+/// The service on the test's database through `bouncer` (two server
+/// connections for its pool of 16: consecutive statements of one pooled
+/// connection run on different servers), with `postgres.transaction_pooler`
+/// as given; migrations (a session-level lock) go to PostgreSQL itself.
+async fn behind(bouncer: &PgBouncer, transaction_pooler: bool) -> TestApp {
     let bouncer_port = bouncer.port;
-    let app = TestApp::spawn_with(Backend::External, |s| {
+    TestApp::spawn_with(Backend::External, |s| {
         let direct = s.postgres.url.expose().to_owned();
         let (_, database) = direct.rsplit_once('/').expect("database in url");
         s.postgres.url =
             SecretUrl::new(format!("postgres://postgres@127.0.0.1:{bouncer_port}/{database}"));
-        s.postgres.transaction_pooler = true;
-        // Migrations hold a session-level lock: they go to PostgreSQL.
+        s.postgres.transaction_pooler = transaction_pooler;
         s.postgres.migration_url = SecretUrl::new(direct);
     })
-    .await;
+    .await
+}
 
-    // 40 users at once, each through registration, login, GetMe, a lookup
-    // (a cache miss reads PostgreSQL) and a password change (a read and a
-    // write in one call).
-    let journeys = (0..40).map(|_| {
+/// `n` users at once, each through registration, login, GetMe, lookups by
+/// id (a cache miss reads PostgreSQL) and of a missing email, and a
+/// password change (a read and a write in one call); the failures.
+async fn journeys(app: &TestApp, n: usize) -> Vec<tonic::Status> {
+    let journeys = (0..n).map(|_| {
         let mut client = app.client();
         async move {
             let email = unique_email();
-            client.register(registration(&email, PASSWORD)).await?;
+            let user = client.register(registration(&email, PASSWORD)).await?.into_inner().user;
             let login = LoginRequest { email: email.clone(), password: PASSWORD.into() };
             let session = client.login(login).await?.into_inner().session_id;
             client.get_me(with_session(GetMeRequest {}, &session)).await?;
+            let uuid = user.expect("user").uuid;
+            let found = client.find_by_id(with_session(FindByIdRequest { uuid }, &session)).await?;
+            assert_eq!(found.into_inner().user.expect("user").email, email);
             let lookup = FindByEmailRequest { email: unique_email() };
             match client.find_by_email(with_session(lookup, &session)).await {
                 Err(status) if status.code() == tonic::Code::NotFound => {}
-                other => panic!("a missing user: {other:?}"),
+                other => other.map(drop)?,
             }
             let change = ChangePasswordRequest {
                 old_password: PASSWORD.into(),
@@ -70,9 +77,82 @@ async fn every_user_store_path_works_behind_pgbouncer_in_transaction_mode() {
             Ok::<_, tonic::Status>(())
         }
     });
-    let failures: Vec<tonic::Status> =
-        join_all(journeys).await.into_iter().filter_map(Result::err).collect();
+    join_all(journeys).await.into_iter().filter_map(Result::err).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_user_store_path_works_behind_pgbouncer_in_transaction_mode() {
+    let (host, port) = server_address();
+    let bouncer = blocking(move || PgBouncer::start((&host, port), 2));
+    let app = behind(&bouncer, true).await;
+
+    let failures = journeys(&app, 40).await;
     assert!(failures.is_empty(), "behind PgBouncer: {failures:?}");
+
+    // A registration race on one email: exactly one insert wins.
+    let email = unique_email();
+    let racers = (0..8).map(|_| {
+        let mut client = app.client();
+        let email = email.clone();
+        async move { client.register(registration(&email, PASSWORD)).await.map(drop) }
+    });
+    let answers = join_all(racers).await;
+    assert_eq!(answers.iter().filter(|a| a.is_ok()).count(), 1, "{answers:?}");
+    for lost in answers.iter().filter_map(|a| a.as_ref().err()) {
+        assert_eq!(lost.code(), tonic::Code::AlreadyExists, "{lost:?}");
+    }
+
+    // A disabled account cannot log in and is not found; enabled, it can.
+    let settings = app.settings.clone();
+    let args = AccountArgs { email: email.clone() };
+    blocking(move || admin_account(&settings, AccountAction::Disable, &args)).expect("disable");
+    let mut client = app.client();
+    let refused = client.login(credentials(&email, PASSWORD)).await.expect_err("disabled");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    let settings = app.settings.clone();
+    let args = AccountArgs { email: email.clone() };
+    blocking(move || admin_account(&settings, AccountAction::Enable, &args)).expect("enable");
+    client.login(credentials(&email, PASSWORD)).await.expect("enabled again");
+
+    // A Go-era bcrypt hash verifies and is upgraded to argon2id in place.
+    let legacy = unique_email();
+    let hash = bcrypt::hash("a go-era password", 4).expect("bcrypt");
+    execute_sql(
+        &app.database,
+        vec![format!(
+            "INSERT INTO users (user_id, first_name, last_name, email, password) VALUES \
+             ('{}', 'Old', 'Timer', '{legacy}', '{hash}')",
+            uuid::Uuid::new_v4()
+        )],
+    );
+    client.login(credentials(&legacy, "a go-era password")).await.expect("bcrypt login");
+    let stored = query_sql(
+        &app.database,
+        &format!("SELECT password AS value FROM users WHERE email = '{legacy}'"),
+    );
+    assert!(stored[0].starts_with("$argon2id$"), "upgraded: {}", &stored[0][..10]);
+    client.login(credentials(&legacy, "a go-era password")).await.expect("argon2 login");
+
+    drop(app);
+    blocking(move || drop(bouncer));
+}
+
+/// What `postgres.transaction_pooler` guards against: with statements
+/// cached per connection, the same load behind the same PgBouncer fails
+/// (a statement prepared on one server connection is missing, or already
+/// there, on the next).
+#[tokio::test(flavor = "multi_thread")]
+async fn without_transaction_pooler_the_same_load_fails_behind_pgbouncer() {
+    let (host, port) = server_address();
+    let bouncer = blocking(move || PgBouncer::start((&host, port), 2));
+    let app = behind(&bouncer, false).await;
+    let failures = journeys(&app, 40).await;
+    eprintln!(
+        "without transaction_pooler: {} of 40 journeys failed, e.g. {:?}",
+        failures.len(),
+        failures.first().map(|f| f.message())
+    );
+    assert!(!failures.is_empty(), "statements cached across PgBouncer's server connections");
     drop(app);
     blocking(move || drop(bouncer));
 }

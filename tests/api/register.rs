@@ -1,7 +1,7 @@
 use auth_service::grpc::proto::RegisterRequest;
 use tonic::Code;
 
-use crate::helpers::{
+use crate::support::{
     Backend, PASSWORD, TestApp, backend_tests, login, register, registration, unique_email,
     with_session,
 };

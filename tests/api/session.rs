@@ -3,7 +3,7 @@ use std::time::Duration;
 use auth_service::grpc::proto::{GetMeRequest, LogoutRequest};
 use tonic::{Code, Request, metadata::MetadataValue};
 
-use crate::helpers::{Backend, TestApp, backend_tests, get_me, signed_in, with_session};
+use crate::support::{Backend, TestApp, backend_tests, get_me, signed_in, with_session};
 
 async fn get_me_returns_the_session_user(backend: Backend) {
     let app = TestApp::spawn(backend).await;

@@ -7,7 +7,7 @@ use auth_service::grpc::proto::{
 };
 use tonic::Code;
 
-use crate::helpers::{
+use crate::support::{
     Backend, Client, PASSWORD, TestApp, backend_tests, login, register, unique_email, with_session,
 };
 

@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::helpers::free_port;
+use crate::support::{listens, with_free_port};
 
 /// One `redis-server` process with its directory.
 pub struct RedisProcess {
@@ -32,21 +32,22 @@ impl RedisProcess {
         let dir =
             std::env::temp_dir().join(format!("auth-{name}-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("redis dir");
-        let port = free_port();
-        let mut command_line: Vec<OsString> = Vec::new();
-        if let Some(config) = config {
-            let file = dir.join("redis.conf");
-            std::fs::write(&file, config.replace("{port}", &port.to_string())).expect("redis.conf");
-            command_line.push(file.into());
-        }
-        command_line.extend(
-            ["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"].map(OsString::from),
-        );
-        command_line.push(dir.clone().into());
-        command_line.extend(args.iter().map(OsString::from));
-        let mut process = Self { port, dir, args: command_line, child: None };
-        process.resume();
-        process
+        with_free_port(|port| {
+            let mut command_line: Vec<OsString> = Vec::new();
+            if let Some(config) = &config {
+                let file = dir.join("redis.conf");
+                std::fs::write(&file, config.replace("{port}", &port.to_string()))
+                    .expect("redis.conf");
+                command_line.push(file.into());
+            }
+            command_line.extend(
+                ["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"].map(OsString::from),
+            );
+            command_line.push(dir.clone().into());
+            command_line.extend(args.iter().map(OsString::from));
+            let child = spawn(&command_line, port)?;
+            Ok(Self { port, dir: dir.clone(), args: command_line, child: Some(child) })
+        })
     }
 
     /// A single server whose every write is on disk before it is
@@ -60,20 +61,11 @@ impl RedisProcess {
         )
     }
 
-    /// Starts the server (again) with the same command line and directory,
-    /// and waits until its port accepts connections.
+    /// Starts the server again with the same command line and directory.
     pub fn resume(&mut self) {
-        let child = Command::new("redis-server")
-            .args(&self.args)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (Debian's redis-server package)");
+        let child = spawn(&self.args, self.port)
+            .unwrap_or_else(|e| panic!("redis-server on {}: {e}", self.port));
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server on {} did not start", self.port);
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 
     pub fn url(&self) -> String {
@@ -96,6 +88,31 @@ impl RedisProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Starts `redis-server <args>` and waits until it serves `port`: its own
+/// process answers there (another that took the port meanwhile does not
+/// count). `Err` when it exited first, as on a port taken.
+fn spawn(args: &[OsString], port: u16) -> Result<Child, String> {
+    let mut child = Command::new("redis-server")
+        .args(args)
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-server (Debian's redis-server package)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("redis-server exited ({status}) before serving port {port}"));
+        }
+        if listens(child.id(), port) {
+            return Ok(child);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("redis-server on {port} did not start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
