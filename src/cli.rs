@@ -83,7 +83,8 @@ pub enum AdminCommand {
     /// line of standard input; never from an argument.
     Create(AdminCreateArgs),
     /// End every session of an account and drop its cached copies at once
-    /// (external storage; an embedded service holds its sessions itself).
+    /// (on external storage; an embedded service's sessions through
+    /// --target).
     Revoke(AccountArgs),
     /// Disable an account: it can no longer log in, lookups do not find
     /// it, and its sessions end at once (as with `revoke`).
@@ -105,6 +106,49 @@ pub struct AccountArgs {
     /// Email of the account.
     #[arg(long)]
     pub email: String,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+/// Acting through a running service's AdminService instead of on the
+/// storage directly (which reaches an embedded-storage service's sessions
+/// too). The caller is a peer in `admin.allowed_peers` (--cert, --key) or
+/// an admin's session (the AUTH_ADMIN_SESSION environment variable).
+impl AccountArgs {
+    /// Acting on the storage directly.
+    pub fn local(email: impl Into<String>) -> Self {
+        Self { email: email.into(), remote: RemoteArgs::default() }
+    }
+}
+
+#[derive(Debug, Default, Args)]
+pub struct RemoteArgs {
+    /// The service, e.g. https://auth.internal:5000 (http:// for a
+    /// plaintext port).
+    #[arg(long, value_name = "URL")]
+    pub target: Option<String>,
+    /// PEM bundle of the CAs that sign the service's certificate (default:
+    /// the system's roots).
+    #[arg(long, value_name = "FILE", requires = "target")]
+    pub cacert: Option<std::path::PathBuf>,
+    /// PEM client certificate (its URI or DNS SAN must be allowed).
+    #[arg(long, value_name = "FILE", requires_all = ["target", "key"])]
+    pub cert: Option<std::path::PathBuf>,
+    /// PEM private key of --cert.
+    #[arg(long, value_name = "FILE", requires_all = ["target", "cert"])]
+    pub key: Option<std::path::PathBuf>,
+}
+
+impl AdminCommand {
+    /// The account action and its arguments (all but `create`).
+    pub fn account(&self) -> Option<(AccountAction, &AccountArgs)> {
+        match self {
+            Self::Revoke(args) => Some((AccountAction::RevokeSessions, args)),
+            Self::Disable(args) => Some((AccountAction::Disable, args)),
+            Self::Enable(args) => Some((AccountAction::Enable, args)),
+            Self::Create(_) => None,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -167,10 +211,7 @@ pub fn config(inputs: &Inputs, args: &ConfigArgs) -> Result<String, CliError> {
 /// `auth-service migrate`: blocking, so run it before any async runtime.
 pub fn migrate(settings: &Settings) -> Result<String, CliError> {
     let applied = match settings.storage.backend {
-        StorageBackend::External => migrate::prepare_database(
-            &settings.postgres.migration_url_with_connect_timeout(),
-            settings.postgres.create_database,
-        )?,
+        StorageBackend::External => migrate::prepare(&settings.postgres)?,
         StorageBackend::Embedded => {
             SqliteUserRepository::open(&settings.storage, unexported_timings())?.migrate()?
         }
@@ -212,7 +253,7 @@ pub fn ensure_admin(
             "",
         )
         .map_err(input)?;
-        match auth.register(registration, &Caller::Operator).await {
+        match auth.register(registration, &Caller::operator()).await {
             Ok(user) => Ok(format!("created admin account {}", user.id)),
             // Registered between our promote and our insert: promote it.
             Err(AuthError::EmailTaken) => match auth.promote_to_admin(email).await? {
@@ -247,7 +288,8 @@ pub fn admin_account(
     let embedded = settings.storage.backend == StorageBackend::Embedded;
     if embedded && action == AccountAction::RevokeSessions {
         return Err(CliError::Input(
-            "embedded storage keeps sessions inside the running service; restart it to end them all"
+            "embedded storage keeps sessions inside the running service: act through it with \
+             --target (as an admin: AUTH_ADMIN_SESSION, or an allowed peer's --cert and --key)"
                 .into(),
         ));
     }
@@ -289,6 +331,86 @@ fn with_system<T>(
         actix::System::current().stop();
         result
     })
+}
+
+/// `admin revoke|disable|enable --target URL`: the action through the
+/// running service's AdminService. Blocking.
+pub fn admin_remote(action: AccountAction, args: &AccountArgs) -> Result<String, CliError> {
+    use crate::grpc::proto::{AdminUserRequest, admin_service_client::AdminServiceClient};
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+    let target = args.remote.target.clone().unwrap_or_default();
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| CliError::Input(format!("{}: {e}", path.display())))
+    };
+    let mut endpoint = Endpoint::from_shared(target.clone())
+        .map_err(|e| CliError::Input(format!("--target {target}: {e}")))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30));
+    if target.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new();
+        tls = match &args.remote.cacert {
+            Some(ca) => tls.ca_certificate(Certificate::from_pem(read(ca)?)),
+            None => tls.with_native_roots(),
+        };
+        if let (Some(cert), Some(key)) = (&args.remote.cert, &args.remote.key) {
+            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        endpoint = endpoint
+            .tls_config(tls)
+            .map_err(|e| CliError::Input(format!("TLS for {target}: {e}")))?;
+    }
+    let mut request = tonic::Request::new(AdminUserRequest { email: args.email.clone() });
+    if let Ok(session) = std::env::var("AUTH_ADMIN_SESSION") {
+        let value = session
+            .parse()
+            .map_err(|_| CliError::Input("AUTH_ADMIN_SESSION is not a session id".into()))?;
+        request.metadata_mut().insert(crate::grpc::SESSION_METADATA_KEY, value);
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| CliError::Input(format!("cannot reach {target}: {}", error_chain(&e))))?;
+        let mut client = AdminServiceClient::new(channel);
+        let answer = match action {
+            AccountAction::RevokeSessions => client.revoke_user_sessions(request).await,
+            AccountAction::Disable => client.disable_user(request).await,
+            AccountAction::Enable => client.enable_user(request).await,
+        }
+        .map_err(|status| {
+            CliError::Input(format!("{target} refused: {:?}: {}", status.code(), status.message()))
+        })?
+        .into_inner();
+        Ok(match action {
+            AccountAction::RevokeSessions => {
+                format!(
+                    "revoked account {}: {} session(s) ended",
+                    answer.uuid, answer.sessions_ended
+                )
+            }
+            AccountAction::Disable => {
+                format!(
+                    "disabled account {}: {} session(s) ended",
+                    answer.uuid, answer.sessions_ended
+                )
+            }
+            AccountAction::Enable => format!("enabled account {}", answer.uuid),
+        })
+    })
+}
+
+/// An error and its sources, one line.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn input(error: crate::domain::InvalidInput) -> CliError {

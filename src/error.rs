@@ -171,6 +171,9 @@ pub enum AuthError {
     /// The current password given to change it does not match.
     #[error("the old password does not match")]
     WrongPassword,
+    /// The request cannot apply to the account as it is.
+    #[error("{0}")]
+    FailedPrecondition(&'static str),
     #[error("too many failed logins for this account; retry in {}s", retry_after.as_secs())]
     LoginThrottled { retry_after: Duration },
     #[error(transparent)]

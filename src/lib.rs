@@ -18,4 +18,5 @@ pub mod ops;
 pub mod service;
 pub mod system;
 pub mod telemetry;
+pub mod tls;
 pub mod workers;

@@ -23,6 +23,13 @@ fn main() -> ExitCode {
     if let Command::Config(args) = &command {
         return report(cli::config(&inputs, args));
     }
+    // Through a running service: its settings are its own, not these.
+    if let Command::Admin(admin) = &command
+        && let Some((action, args)) = admin.account()
+        && args.remote.target.is_some()
+    {
+        return report(cli::admin_remote(action, args));
+    }
     let loaded = match Settings::load(&inputs) {
         Ok(loaded) => loaded,
         Err(e) => return fail(&format!("configuration error: {e}")),

@@ -37,7 +37,8 @@ const PREFIX: &str = "AUTH__";
 /// Names the config directory: read by the loader, not a setting.
 pub const CONFIG_DIR_VARIABLE: &str = "AUTH__CONFIG_DIR";
 /// Variables that start like ours but are not settings (read elsewhere).
-pub const NON_SETTING_VARIABLES: &[&str] = &["AUTH_ADMIN_PASSWORD", "AUTH_OFFLINE_RUST"];
+pub const NON_SETTING_VARIABLES: &[&str] =
+    &["AUTH_ADMIN_PASSWORD", "AUTH_ADMIN_SESSION", "AUTH_OFFLINE_RUST"];
 
 /// Where one effective value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,6 +231,8 @@ impl Resolved {
             .list_separator(",")
             .with_list_parse_key("net.trusted_proxies")
             .with_list_parse_key("unsafe.allow")
+            .with_list_parse_key("lookup.allowed_peers")
+            .with_list_parse_key("admin.allowed_peers")
             .source(Some(settings))
             .collect()?;
         if !names.is_empty() {

@@ -50,6 +50,8 @@ pub enum SettingsError {
         .0.iter().map(|r| format!("`{}` ({}): {}", r.key, r.origin, r.reason)).collect::<Vec<_>>().join("; ")
     )]
     Refused(Vec<RefusedSetting>),
+    #[error("`{key}`: {error}")]
+    Tls { key: &'static str, error: crate::tls::MaterialError },
 }
 
 /// A refused setting and the layer its value came from.
@@ -99,6 +101,7 @@ impl Settings {
     pub fn load(inputs: &Inputs) -> Result<Loaded, SettingsError> {
         let resolved = Resolved::read(inputs)?;
         let settings = Self::from_config(resolved.config()?)?;
+        settings.check_tls_files()?;
         let review = safety::review(&settings, inputs.app_env.as_deref() == Some("production"));
         if !review.refused.is_empty() {
             let origin =
@@ -112,6 +115,39 @@ impl Settings {
             ));
         }
         Ok(Loaded { settings, resolved, allowed: review.allowed, warnings: review.warnings })
+    }
+
+    /// The TLS files the settings name load: what the start would refuse
+    /// (a missing or unreadable file, a key that does not match its
+    /// certificate, a CA file with no certificate) stops it here, naming
+    /// the setting and the file.
+    fn check_tls_files(&self) -> Result<(), SettingsError> {
+        use crate::tls;
+        let tls_error = |key| move |error| SettingsError::Tls { key, error };
+        let grpc = &self.grpc.tls;
+        if grpc.enabled() {
+            let (cert, key) =
+                (std::path::Path::new(&grpc.cert_file), std::path::Path::new(&grpc.key_file));
+            tls::certified_key(cert, key).map_err(tls_error("grpc.tls.cert_file"))?;
+            if !grpc.client_ca_file.is_empty() {
+                tls::ca_roots(std::path::Path::new(&grpc.client_ca_file))
+                    .map_err(tls_error("grpc.tls.client_ca_file"))?;
+            }
+        }
+        let verified = [self.postgres.url.expose(), self.postgres.migration_url.expose()]
+            .into_iter()
+            .filter_map(|url| SslMode::of(url).ok())
+            .any(|mode| matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull));
+        if verified || !self.postgres.ca_file.is_empty() {
+            tls::client_roots(&self.postgres.ca_file).map_err(tls_error("postgres.ca_file"))?;
+        }
+        let rediss = std::iter::once(self.redis.url.expose())
+            .chain(self.redis.seed_urls())
+            .any(|url| url.starts_with("rediss://"));
+        if rediss || !self.redis.ca_file.is_empty() {
+            tls::client_roots(&self.redis.ca_file).map_err(tls_error("redis.ca_file"))?;
+        }
+        Ok(())
     }
 
     /// The built-in defaults alone: no files, no environment (tests).

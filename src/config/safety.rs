@@ -54,11 +54,14 @@ pub fn review(settings: &Settings, production: bool) -> Review {
             review.refused.push(refusal);
         }
     }
-    review.warnings.push(
-        "gRPC is served in plaintext: passwords and session ids cross the network in the clear \
-         unless a mesh or a TLS-terminating proxy wraps the port"
-            .into(),
-    );
+    if !settings.grpc.tls.enabled() {
+        review.warnings.push(
+            "gRPC is served in plaintext (no grpc.tls.cert_file): passwords and session ids \
+             cross the network in the clear unless a mesh or a TLS-terminating proxy wraps the \
+             port"
+                .into(),
+        );
+    }
     review
 }
 
@@ -87,11 +90,11 @@ fn unsafe_settings(s: &Settings) -> Vec<Refusal> {
             refuse("redis.url", "the built-in sample URL");
         }
     }
-    if s.lookup.public {
+    if s.lookup.public && s.lookup.allowed_peers.is_empty() {
         refuse(
             "lookup.public",
             "lookups without a session let anyone who reaches the port test whether an email is \
-             registered, and no peer allowlist restricts them",
+             registered, and no peer allowlist (lookup.allowed_peers) restricts them",
         );
     }
     if verbose_for_own_modules(&s.log.filter) {

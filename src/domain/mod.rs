@@ -8,6 +8,7 @@
 
 mod email;
 mod password;
+mod peer;
 mod profile;
 mod registration;
 mod role;
@@ -16,6 +17,7 @@ mod user;
 
 pub use email::Email;
 pub use password::{Password, PasswordHash};
+pub use peer::PeerIdentity;
 pub use profile::{Avatar, PersonName};
 pub use registration::Registration;
 pub use role::Role;

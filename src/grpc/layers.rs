@@ -141,6 +141,7 @@ fn root_span(rpc: RpcName, sampler: Sampler, headers: &http::HeaderMap) -> Span 
             rpc.service = rpc.service,
             rpc.method = rpc.method,
             rpc.grpc.status_code = Empty,
+            peer = Empty,
         );
         let _ = span.set_parent(parent);
         span
@@ -152,6 +153,7 @@ fn root_span(rpc: RpcName, sampler: Sampler, headers: &http::HeaderMap) -> Span 
             rpc.method = rpc.method,
             rpc.grpc.status_code = Empty,
             trace_id = Empty,
+            peer = Empty,
         );
         // Log lines still name the caller's trace.
         if remote.is_valid() && !span.is_disabled() {
@@ -203,6 +205,54 @@ const KNOWN_RPCS: &[RpcName] = &[
     RpcName::new("userService.UserService", "Login", "unary", "userService.UserService/Login"),
     RpcName::new("userService.UserService", "GetMe", "unary", "userService.UserService/GetMe"),
     RpcName::new("userService.UserService", "Logout", "unary", "userService.UserService/Logout"),
+    RpcName::new(
+        "userService.UserService",
+        "ListSessions",
+        "unary",
+        "userService.UserService/ListSessions",
+    ),
+    RpcName::new(
+        "userService.UserService",
+        "RevokeSession",
+        "unary",
+        "userService.UserService/RevokeSession",
+    ),
+    RpcName::new(
+        "userService.UserService",
+        "LogoutAll",
+        "unary",
+        "userService.UserService/LogoutAll",
+    ),
+    RpcName::new(
+        "userService.UserService",
+        "ChangePassword",
+        "unary",
+        "userService.UserService/ChangePassword",
+    ),
+    RpcName::new(
+        "userService.AdminService",
+        "RevokeUserSessions",
+        "unary",
+        "userService.AdminService/RevokeUserSessions",
+    ),
+    RpcName::new(
+        "userService.AdminService",
+        "DisableUser",
+        "unary",
+        "userService.AdminService/DisableUser",
+    ),
+    RpcName::new(
+        "userService.AdminService",
+        "EnableUser",
+        "unary",
+        "userService.AdminService/EnableUser",
+    ),
+    RpcName::new(
+        "userService.AdminService",
+        "ResetSecondFactor",
+        "unary",
+        "userService.AdminService/ResetSecondFactor",
+    ),
     RpcName::new("grpc.health.v1.Health", "Check", "unary", "grpc.health.v1.Health/Check"),
     RpcName::new("grpc.health.v1.Health", "Watch", "server_stream", "grpc.health.v1.Health/Watch"),
     RpcName::new(

@@ -1,13 +1,16 @@
-//! The gRPC adapter: `UserService` over [`crate::service::AuthService`]
-//! ([`service`]), plus reflection and `grpc.health.v1` ([`health`]), served
-//! by [`server`] through the RPC layer ([`layers`]). Translates only:
+//! The gRPC adapter: `UserService` and `AdminService` over
+//! [`crate::service::AuthService`] ([`service`], `admin`), plus reflection
+//! and `grpc.health.v1` ([`health`]), served by [`server`] through the RPC
+//! layer ([`layers`]), over TLS when configured ([`tls`]). Translates only:
 //! protobuf in, use case, protobuf or a status ([`status`]) out.
 
+mod admin;
 pub mod health;
 pub mod layers;
 pub mod server;
 mod service;
 pub mod status;
+pub mod tls;
 
 pub use server::{GrpcServer, ServeError};
 pub use service::UserServiceImpl;

@@ -1,7 +1,8 @@
 //! The gRPC server: one tonic server per worker (each with the RPC layer,
-//! `grpc.health.v1`, reflection v1 and v1alpha and `UserService`, within
-//! the `grpc.*` limits), fed the connections an acceptor deals them in
-//! turn, and drained on shutdown.
+//! `grpc.health.v1`, reflection v1 and v1alpha, `UserService` and
+//! `AdminService`, within the `grpc.*` limits), fed the connections an
+//! acceptor deals them in turn (over TLS when configured: see [`super::tls`]),
+//! and drained on shutdown.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -12,7 +13,13 @@ use tokio::{
 use tokio_stream::{StreamExt as _, wrappers::UnboundedReceiverStream};
 
 use super::{
-    UserServiceImpl, health, layers::RpcLayer, proto, proto::user_service_server::UserServiceServer,
+    UserServiceImpl,
+    admin::AdminServiceImpl,
+    health,
+    layers::RpcLayer,
+    proto,
+    proto::{admin_service_server::AdminServiceServer, user_service_server::UserServiceServer},
+    tls::{TlsReloader, TlsTerminator},
 };
 use crate::{
     actors::health::ServiceHealth,
@@ -32,6 +39,8 @@ pub enum ServeError {
     Grpc(#[from] tonic::transport::Error),
     #[error("a gRPC worker stopped unexpectedly")]
     WorkerLost,
+    #[error("TLS on the gRPC port: {0}")]
+    Tls(#[from] crate::tls::MaterialError),
 }
 
 /// The running servers.
@@ -82,9 +91,18 @@ impl GrpcServer {
         let health_service = health_service.max_decoding_message_size(max_request);
         let reflection_v1 = reflection_v1.max_decoding_message_size(max_request);
         let reflection_v1alpha = reflection_v1alpha.max_decoding_message_size(max_request);
+        let admin_service = AdminServiceServer::new(AdminServiceImpl::new(auth.clone()))
+            .max_decoding_message_size(max_request);
         let user_service =
             UserServiceServer::new(UserServiceImpl::new(auth, settings.net.trusted()))
                 .max_decoding_message_size(max_request);
+        let tls = if settings.grpc.tls.enabled() {
+            let (reloader, terminator) = TlsReloader::load(&settings.grpc.tls, metrics)?;
+            tokio::spawn(reloader.run());
+            Some(terminator)
+        } else {
+            None
+        };
         let trace_sampler = Sampler::from_settings(&settings.tracing);
 
         let (shutdown, shutdown_signal) = watch::channel(false);
@@ -98,18 +116,28 @@ impl GrpcServer {
                 .add_service(health_service.clone())
                 .add_service(reflection_v1.clone())
                 .add_service(reflection_v1alpha.clone())
-                .add_service(user_service.clone());
+                .add_service(user_service.clone())
+                .add_service(admin_service.clone());
             let mut stop = shutdown_signal.clone();
+            let stopped = async move {
+                let _ = stop.wait_for(|stopping| *stopping).await;
+            };
             let done = done.clone();
+            let tls = tls.clone();
             worker.spawn(async move {
-                // Registered with this worker's reactor, so its I/O stays here.
-                let incoming =
-                    UnboundedReceiverStream::new(incoming).map(tokio::net::TcpStream::from_std);
-                let result = router
-                    .serve_with_incoming_shutdown(incoming, async move {
-                        let _ = stop.wait_for(|stopping| *stopping).await;
-                    })
-                    .await;
+                // Registered with this worker's reactor, so its I/O (and its
+                // TLS handshakes) stay here.
+                let result = match tls {
+                    None => {
+                        let incoming = UnboundedReceiverStream::new(incoming)
+                            .map(tokio::net::TcpStream::from_std);
+                        router.serve_with_incoming_shutdown(incoming, stopped).await
+                    }
+                    Some(terminator) => {
+                        let secured = handshakes(incoming, terminator);
+                        router.serve_with_incoming_shutdown(secured, stopped).await
+                    }
+                };
                 let _ = done.send(result);
             });
         }
@@ -160,6 +188,29 @@ impl GrpcServer {
         let _ = (&mut self.acceptor).await;
         result
     }
+}
+
+/// The connections of `incoming` once their TLS handshakes complete, each
+/// handshake a task of its own on this worker (a slow or failed one holds
+/// up no other connection).
+fn handshakes(
+    mut incoming: mpsc::UnboundedReceiver<std::net::TcpStream>,
+    terminator: TlsTerminator,
+) -> UnboundedReceiverStream<std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>>
+{
+    let (secured, stream) = mpsc::unbounded_channel();
+    tokio::task::spawn_local(async move {
+        while let Some(tcp) = incoming.recv().await {
+            let (terminator, secured) = (terminator.clone(), secured.clone());
+            tokio::task::spawn_local(async move {
+                let Ok(tcp) = tokio::net::TcpStream::from_std(tcp) else { return };
+                if let Some(tls) = terminator.accept(tcp).await {
+                    let _ = secured.send(Ok(tls));
+                }
+            });
+        }
+    });
+    UnboundedReceiverStream::new(stream)
 }
 
 /// Accepts gRPC connections and deals them to the workers in turn, until

@@ -66,21 +66,26 @@ fn session_id<T>(request: &Request<T>) -> Option<SessionId> {
 }
 
 /// The session an RPC needs; UNAUTHENTICATED without one.
-fn required_session<T>(request: &Request<T>) -> Result<SessionId, Status> {
+pub(super) fn required_session<T>(request: &Request<T>) -> Result<SessionId, Status> {
     session_id(request).ok_or_else(|| to_status(AuthError::Unauthenticated))
 }
 
-/// Who calls: the session named, if any.
-fn caller<T>(request: &Request<T>) -> Caller {
-    session_id(request).map_or(Caller::Anonymous, Caller::Session)
+/// Who calls: the session named, if any, and the identity of the verified
+/// client certificate, if any (recorded on the RPC's span).
+pub(super) fn caller<T>(request: &Request<T>) -> Caller {
+    let peer = request.peer_certs().and_then(|certs| crate::tls::peer_identity(&certs));
+    if let Some(peer) = &peer {
+        tracing::Span::current().record("peer", tracing::field::display(peer));
+    }
+    Caller { session: session_id(request), peer, operator: false }
 }
 
 /// An input rule broken, as the status that names its field.
-fn invalid(error: crate::domain::InvalidInput) -> Status {
+pub(super) fn invalid(error: crate::domain::InvalidInput) -> Status {
     to_status(error.into())
 }
 
-fn timestamp(t: chrono::DateTime<chrono::Utc>) -> Timestamp {
+pub(super) fn timestamp(t: chrono::DateTime<chrono::Utc>) -> Timestamp {
     Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
 }
 

@@ -54,6 +54,7 @@ pub fn to_status(err: AuthError) -> Status {
         }
         AuthError::UserNotFound | AuthError::SessionNotFound => (Code::NotFound, err.to_string()),
         AuthError::WrongPassword => (Code::PermissionDenied, err.to_string()),
+        AuthError::FailedPrecondition(why) => (Code::FailedPrecondition, (*why).to_owned()),
         AuthError::LoginThrottled { .. } => (Code::ResourceExhausted, err.to_string()),
         AuthError::Actor(CallError::Overloaded(_)) => {
             (Code::ResourceExhausted, "server busy; retry shortly".to_owned())

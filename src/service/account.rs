@@ -47,17 +47,17 @@ impl AuthService {
         }
     }
 
-    /// Whether the caller may act as an admin: an operator, or an admin's
-    /// live session.
-    async fn is_admin(&self, caller: &Caller) -> Result<bool, AuthError> {
-        match caller {
-            Caller::Operator => Ok(true),
-            Caller::Anonymous => Ok(false),
-            Caller::Session(id) => match self.session_user(id).await {
-                Ok(user) => Ok(user.role == Role::Admin),
-                Err(AuthError::Unauthenticated) => Ok(false),
-                Err(other) => Err(other),
-            },
+    /// Whether the caller may act as an admin: an operator, an allowed
+    /// admin peer, or an admin's live session.
+    pub(super) async fn is_admin(&self, caller: &Caller) -> Result<bool, AuthError> {
+        if caller.operator || caller.peer_in(&self.policy.admin_peers) {
+            return Ok(true);
+        }
+        let Some(id) = &caller.session else { return Ok(false) };
+        match self.session_user(id).await {
+            Ok(user) => Ok(user.role == Role::Admin),
+            Err(AuthError::Unauthenticated) => Ok(false),
+            Err(other) => Err(other),
         }
     }
 

@@ -15,7 +15,7 @@ mod login;
 mod lookup;
 mod sessions;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 pub use admin::AccountAction;
 
@@ -27,29 +27,36 @@ use crate::{
         user_store::{FindUserById, UserStore},
     },
     config::Settings,
-    domain::{SessionId, User},
+    domain::{PeerIdentity, SessionId, User},
     error::{AuthError, DependencyError},
     telemetry::metrics::Metrics,
 };
 
 /// Who is asking, as the adapter established it.
-#[derive(Clone)]
-pub enum Caller {
-    /// No session was given, or what was given cannot be a session id.
-    Anonymous,
-    /// A session id, not yet checked.
-    Session(SessionId),
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    /// The session named (not yet checked); none when absent or when what
+    /// was given cannot be a session id.
+    pub session: Option<SessionId>,
+    /// The identity of a verified client certificate.
+    pub peer: Option<PeerIdentity>,
     /// An operator acting on the service's own storage (the CLI).
-    Operator,
+    pub operator: bool,
 }
 
 impl Caller {
+    pub fn operator() -> Self {
+        Self { operator: true, ..Self::default() }
+    }
+
     /// The session, if the caller named one.
     pub fn session(&self) -> Option<&SessionId> {
-        match self {
-            Self::Session(id) => Some(id),
-            Self::Anonymous | Self::Operator => None,
-        }
+        self.session.as_ref()
+    }
+
+    /// Whether its verified certificate names one of `allowed`.
+    fn peer_in(&self, allowed: &[String]) -> bool {
+        self.peer.as_ref().is_some_and(|peer| peer.is_in(allowed))
     }
 }
 
@@ -62,10 +69,14 @@ pub struct Stores {
 }
 
 /// The settings the use cases apply.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Policy {
     /// FindByID/FindByEmail without a session (`lookup.public`).
     pub lookup_public: bool,
+    /// Peers that may look users up without a session.
+    pub lookup_peers: Arc<[String]>,
+    /// Peers that may act as admins.
+    pub admin_peers: Arc<[String]>,
     /// Least time a failed login takes (`login.failure_floor_ms`).
     pub failure_floor: Duration,
 }
@@ -74,6 +85,8 @@ impl Policy {
     pub fn from_settings(settings: &Settings) -> Self {
         Self {
             lookup_public: settings.lookup.public,
+            lookup_peers: settings.lookup.allowed_peers.clone().into(),
+            admin_peers: settings.admin.allowed_peers.clone().into(),
             failure_floor: settings.login.failure_floor(),
         }
     }

@@ -6,7 +6,8 @@
 //! for the Go service keep working.
 
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, core::Collector,
+    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    core::Collector,
 };
 
 /// Latency buckets (seconds) shared by gRPC and actor histograms: 0.5 ms to
@@ -69,6 +70,15 @@ pub struct Metrics {
     pub logins: IntCounterVec,
     /// Registration attempts by outcome: `ok`, `email_taken`, `denied`.
     pub registrations: IntCounterVec,
+
+    /// TLS handshakes on the gRPC port by result: `ok`, or why one failed
+    /// (`no_certificate`, `expired`, `unknown_ca`, `wrong_purpose`,
+    /// `bad_certificate`, `incompatible`, `protocol`, `timeout`, `io`).
+    pub tls_handshakes: IntCounterVec,
+    /// Certificate reloads refused (the previous certificate kept serving).
+    pub tls_reload_failures: IntCounter,
+    /// When the served certificate expires (unix seconds; 0 without TLS).
+    pub tls_certificate_expiry: IntGauge,
 }
 
 impl Metrics {
@@ -205,6 +215,18 @@ impl Metrics {
                 Opts::new("auth_registrations_total", "Registration attempts by outcome."),
                 &["outcome"],
             )?,
+            tls_handshakes: IntCounterVec::new(
+                Opts::new("auth_tls_handshakes_total", "TLS handshakes on the gRPC port by result."),
+                &["result"],
+            )?,
+            tls_reload_failures: IntCounter::new(
+                "auth_tls_reload_failures_total",
+                "Certificate reloads refused; the previous certificate kept serving.",
+            )?,
+            tls_certificate_expiry: IntGauge::new(
+                "auth_tls_certificate_expiry_timestamp_seconds",
+                "When the served gRPC certificate expires (unix seconds; 0 without TLS).",
+            )?,
             registry,
         };
         metrics.register_all()?;
@@ -212,7 +234,7 @@ impl Metrics {
     }
 
     fn register_all(&self) -> Result<(), prometheus::Error> {
-        let collectors: [Box<dyn Collector>; 22] = [
+        let collectors: [Box<dyn Collector>; 25] = [
             Box::new(self.grpc_started.clone()),
             Box::new(self.grpc_handled.clone()),
             Box::new(self.grpc_msg_received.clone()),
@@ -235,6 +257,9 @@ impl Metrics {
             Box::new(self.password_hash_seconds.clone()),
             Box::new(self.logins.clone()),
             Box::new(self.registrations.clone()),
+            Box::new(self.tls_handshakes.clone()),
+            Box::new(self.tls_reload_failures.clone()),
+            Box::new(self.tls_certificate_expiry.clone()),
         ];
         for collector in collectors {
             self.registry.register(collector)?;

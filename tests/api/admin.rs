@@ -79,7 +79,7 @@ async fn the_cli_promotes_an_existing_account_and_the_change_shows_at_once() {
 /// `auth-service admin <action> --email`, as the CLI runs it.
 fn account_command(app: &TestApp, action: AccountAction, email: &str) -> Result<String, CliError> {
     let settings = app.settings.clone();
-    let args = AccountArgs { email: email.to_owned() };
+    let args = AccountArgs::local(email.to_owned());
     blocking(move || admin_account(&settings, action, &args))
 }
 
@@ -144,12 +144,12 @@ async fn revoking_or_disabling_ends_every_session_and_cached_copy_at_once() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn embedded_revoke_says_why_it_cannot() {
+async fn embedded_revoke_on_the_storage_points_to_the_running_service() {
     let app = TestApp::spawn(Backend::Embedded).await;
     let mut client = app.client();
     let email = unique_email();
     register(&mut client, &email, PASSWORD).await;
     let refused =
         account_command(&app, AccountAction::RevokeSessions, &email).expect_err("embedded");
-    assert!(refused.to_string().contains("restart"), "{refused}");
+    assert!(refused.to_string().contains("--target"), "{refused}");
 }

@@ -27,3 +27,4 @@ mod replicas;
 mod session;
 mod sessions;
 mod throttle;
+mod tls;

@@ -104,13 +104,13 @@ async fn every_user_store_path_works_behind_pgbouncer_in_transaction_mode() {
 
     // A disabled account cannot log in and is not found; enabled, it can.
     let settings = app.settings.clone();
-    let args = AccountArgs { email: email.clone() };
+    let args = AccountArgs::local(email.clone());
     blocking(move || admin_account(&settings, AccountAction::Disable, &args)).expect("disable");
     let mut client = app.client();
     let refused = client.login(credentials(&email, PASSWORD)).await.expect_err("disabled");
     assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
     let settings = app.settings.clone();
-    let args = AccountArgs { email: email.clone() };
+    let args = AccountArgs::local(email.clone());
     blocking(move || admin_account(&settings, AccountAction::Enable, &args)).expect("enable");
     client.login(credentials(&email, PASSWORD)).await.expect("enabled again");
 

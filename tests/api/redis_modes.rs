@@ -129,7 +129,7 @@ async fn every_session_path_works_on_a_redis_cluster() {
     register(&mut client, &admin, PASSWORD).await;
     let (_, held) = login(&mut client, &admin, PASSWORD).await;
     let settings = app.settings.clone();
-    let args = AccountArgs { email: admin.clone() };
+    let args = AccountArgs::local(admin.clone());
     let disabled = blocking(move || admin_account(&settings, AccountAction::Disable, &args))
         .expect("admin disable");
     assert!(disabled.contains("1 session(s) ended"), "{disabled}");
@@ -139,7 +139,7 @@ async fn every_session_path_works_on_a_redis_cluster() {
     let hidden = client.find_by_email(with_session(by_email, &watcher)).await;
     assert_eq!(hidden.expect_err("disabled").code(), Code::NotFound);
     let settings = app.settings.clone();
-    let args = AccountArgs { email: admin.clone() };
+    let args = AccountArgs::local(admin.clone());
     blocking(move || admin_account(&settings, AccountAction::Enable, &args)).expect("enable");
     login(&mut client, &admin, PASSWORD).await;
 

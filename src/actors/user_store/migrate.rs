@@ -9,9 +9,12 @@
 
 use std::time::{Duration, Instant};
 
-use diesel::{Connection as _, RunQueryDsl as _, sql_types::BigInt};
+use diesel::{RunQueryDsl as _, sql_types::BigInt};
 use diesel_async::{AsyncPgConnection, async_connection_wrapper::AsyncConnectionWrapper};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness as _, embed_migrations};
+
+use super::connect::PgConnector;
+use crate::config::PostgresSettings;
 
 pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 
@@ -19,6 +22,16 @@ pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgre
 const MIGRATION_LOCK: i64 = 0x6175_7468_6d69_6772;
 
 type SyncPg = AsyncConnectionWrapper<AsyncPgConnection>;
+
+/// Prepares the database the settings name: at `migration_url` (or `url`),
+/// over TLS as its sslmode says, never through a transaction pooler.
+pub fn prepare(settings: &PostgresSettings) -> Result<Vec<String>, BootstrapError> {
+    let url = settings.migration_url_with_connect_timeout();
+    let connector = PgConnector::new(settings, &url)
+        .map_err(|e| BootstrapError::Connect(e.to_string()))?
+        .direct();
+    prepare_with(&url, settings.create_database, &connector)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootstrapError {
@@ -36,9 +49,18 @@ pub enum BootstrapError {
     Embedded(String),
 }
 
-/// Ensures the database exists and its schema is current. Returns the
-/// versions of the migrations it applied (empty when already current).
+/// Ensures the database at `url` (plaintext) exists and its schema is
+/// current. Returns the versions of the migrations it applied (empty when
+/// already current).
 pub fn prepare_database(url: &str, create_database: bool) -> Result<Vec<String>, BootstrapError> {
+    prepare_with(url, create_database, &PgConnector::plaintext())
+}
+
+fn prepare_with(
+    url: &str,
+    create_database: bool,
+    connector: &PgConnector,
+) -> Result<Vec<String>, BootstrapError> {
     // The wrapper would build an IO-only runtime of its own; the connect
     // timeout needs timers, so give it a complete one to run on.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -48,15 +70,18 @@ pub fn prepare_database(url: &str, create_database: bool) -> Result<Vec<String>,
         .build()
         .map_err(|e| BootstrapError::Connect(format!("cannot start a runtime: {e}")))?;
     let _entered = runtime.enter();
-    let mut conn = match SyncPg::establish(url) {
+    let establish = |url: &str| runtime.block_on(connector.connect(url)).map(SyncPg::from);
+    let mut conn = match establish(url) {
         Ok(conn) => conn,
         Err(err) if is_missing_database(&err.to_string()) => {
             let (maintenance_url, database) = split_database(url);
             if !create_database {
                 return Err(BootstrapError::MissingDatabase { database });
             }
-            create(&maintenance_url, &database)?;
-            SyncPg::establish(url).map_err(|e| BootstrapError::Connect(e.to_string()))?
+            let maintenance =
+                establish(&maintenance_url).map_err(|e| BootstrapError::Connect(e.to_string()))?;
+            create(maintenance, &database)?;
+            establish(url).map_err(|e| BootstrapError::Connect(e.to_string()))?
         }
         Err(err) => return Err(BootstrapError::Connect(err.to_string())),
     };
@@ -105,10 +130,9 @@ fn take_migration_lock(conn: &mut SyncPg) -> Result<(), BootstrapError> {
     }
 }
 
-fn create(maintenance_url: &str, database: &str) -> Result<(), BootstrapError> {
+fn create(mut conn: SyncPg, database: &str) -> Result<(), BootstrapError> {
     let failed =
         |reason: String| BootstrapError::CreateDatabase { database: database.to_owned(), reason };
-    let mut conn = SyncPg::establish(maintenance_url).map_err(|e| failed(e.to_string()))?;
     let statement = format!("CREATE DATABASE {}", quote_identifier(database));
     match diesel::sql_query(statement).execute(&mut conn) {
         Ok(_) => {

@@ -9,6 +9,7 @@
 //! backoff).
 
 mod backend;
+pub mod connect;
 pub mod messages;
 pub mod migrate;
 pub mod postgres;
@@ -94,10 +95,7 @@ impl UserStore {
             .name("migrate".into())
             .spawn(move || {
                 let _ = tx.send(match database {
-                    UserDatabase::Postgres(settings) => migrate::prepare_database(
-                        &settings.migration_url_with_connect_timeout(),
-                        settings.create_database,
-                    ),
+                    UserDatabase::Postgres(settings) => migrate::prepare(&settings),
                     UserDatabase::Sqlite(repo) => repo.migrate(),
                 });
             })
@@ -172,14 +170,21 @@ impl Actor for UserStore {
     fn started(&mut self, ctx: &mut Self::Context) {
         self.size_mailbox(ctx);
         let mut health = self.health.borrow_mut();
-        self.repo = Some(match &self.database {
-            UserDatabase::Postgres(settings) => UserRepository::Postgres(PgUserRepository::new(
-                settings,
-                self.pool_size,
-                health.stats().metrics().dependency_seconds.clone(),
-            )),
-            UserDatabase::Sqlite(repo) => UserRepository::Sqlite(repo.clone()),
-        });
+        self.repo = match &self.database {
+            UserDatabase::Postgres(settings) => {
+                let timings = health.stats().metrics().dependency_seconds.clone();
+                match PgUserRepository::new(settings, self.pool_size, timings) {
+                    Ok(repo) => Some(UserRepository::Postgres(repo)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot configure the postgres pool");
+                        health.stats().record_error(e.to_string());
+                        health.set_state(ActorState::Degraded);
+                        return;
+                    }
+                }
+            }
+            UserDatabase::Sqlite(repo) => Some(UserRepository::Sqlite(repo.clone())),
+        };
         health.set_ready(false);
         drop(health);
         self.bootstrap(ctx);

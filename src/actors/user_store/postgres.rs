@@ -23,14 +23,14 @@ use diesel::{
     serialize::{self, IsNull, Output, ToSql},
 };
 use diesel_async::{
-    AnsiTransactionManager, AsyncConnection as _, AsyncPgConnection, RunQueryDsl,
-    SimpleAsyncConnection as _, TransactionManager as _,
+    AnsiTransactionManager, AsyncPgConnection, RunQueryDsl, TransactionManager as _,
     pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, PoolError, RecyclingMethod},
 };
 use prometheus::HistogramVec;
 use uuid::Uuid;
 
 use super::{
+    connect::PgConnector,
     schema::{RoleType, user_blocks, users},
     statements::{is_rejection, timed_statement, user_statements},
 };
@@ -171,19 +171,24 @@ const ADMIN: DbRole = DbRole::Admin;
 
 /// Builds the pool without connecting, so the service starts (not ready)
 /// while Postgres is down and connects once it is up.
-fn build_pool(settings: &PostgresSettings, max_size: u32, failures: ConnectFailures) -> PgPool {
+fn build_pool(
+    settings: &PostgresSettings,
+    max_size: u32,
+    failures: ConnectFailures,
+) -> Result<PgPool, DependencyError> {
+    let url = settings.url_with_connect_timeout();
+    let connector = PgConnector::new(settings, &url)
+        .map_err(|e| DependencyError::rejected(PG, "configure", e))?;
     let mut config = ManagerConfig::default();
     // `Fast` only drops connections diesel saw break; a `SELECT 1` on every
     // checkout would double the round-trips of every query.
     config.recycling_method = RecyclingMethod::Fast;
-    if settings.transaction_pooler {
-        config.custom_setup = Box::new(|url| Box::pin(connect_through_pooler(url)));
-    }
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
-        settings.url_with_connect_timeout(),
-        config,
-    );
-    bb8::Pool::builder()
+    config.custom_setup = Box::new(move |url| {
+        let (connector, url) = (connector.clone(), url.to_owned());
+        Box::pin(async move { connector.connect(&url).await })
+    });
+    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(url, config);
+    Ok(bb8::Pool::builder()
         .max_size(max_size.max(1))
         .connection_timeout(settings.connect_timeout())
         // One connect attempt per checkout, not a retry loop hammering a
@@ -192,31 +197,7 @@ fn build_pool(settings: &PostgresSettings, max_size: u32, failures: ConnectFailu
         .retry_connection(false)
         // Let a replica shed idle connections after a burst.
         .idle_timeout(Some(Duration::from_secs(300)))
-        .build_unchecked(Watched { inner: manager, failures })
-}
-
-/// A connection for a pooler in transaction mode, where the server behind
-/// a connection can change at every transaction boundary, and outside a
-/// transaction at every Sync. diesel-async's setup runs two prepared
-/// statements (time zone, encoding) outside any transaction: a Parse could
-/// reach one server and its Bind another ("prepared statement does not
-/// exist"), failing the connect. Here the setup runs inside a transaction
-/// of its own, which holds one server throughout; the pooler replays the
-/// two settings on whichever server serves the connection later. After it,
-/// each statement is prepared, run and closed inside its transaction (see
-/// `PgUserRepository::run_in`), so no statement is cached.
-async fn connect_through_pooler(url: &str) -> ConnectionResult<AsyncPgConnection> {
-    let failed = |e: tokio_postgres::Error| ConnectionError::BadConnection(e.to_string());
-    let (client, connection) =
-        tokio_postgres::connect(url, tokio_postgres::NoTls).await.map_err(failed)?;
-    // Ends when the client is dropped or the server goes away; the client's
-    // calls then fail and the pool drops the connection.
-    tokio::spawn(connection);
-    client.batch_execute("BEGIN").await.map_err(failed)?;
-    let mut conn = AsyncPgConnection::try_from(client).await?;
-    conn.batch_execute("COMMIT").await.map_err(ConnectionError::CouldntSetupConfiguration)?;
-    conn.set_prepared_statement_cache_size(diesel::connection::CacheSize::Disabled);
-    Ok(conn)
+        .build_unchecked(Watched { inner: manager, failures }))
 }
 
 #[derive(Clone)]
@@ -237,16 +218,20 @@ const PG: Dependency = Dependency::Postgres;
 
 impl PgUserRepository {
     /// A repository over a new pool of at most `max_size` connections.
-    pub fn new(settings: &PostgresSettings, max_size: u32, timings: HistogramVec) -> Self {
+    pub fn new(
+        settings: &PostgresSettings,
+        max_size: u32,
+        timings: HistogramVec,
+    ) -> Result<Self, DependencyError> {
         let failures = ConnectFailures::default();
-        Self {
-            pool: build_pool(settings, max_size, failures.clone()),
+        Ok(Self {
+            pool: build_pool(settings, max_size, failures.clone())?,
             failures,
             query_timeout: settings.query_timeout(),
             last_success: Arc::new(AtomicU64::new(0)),
             timings,
             transaction_pooler: settings.transaction_pooler,
-        }
+        })
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -136,6 +136,11 @@ impl BinaryService {
         self.logs.lock().expect("logs").clone()
     }
 
+    /// The process id (to signal it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What `/health/ready` answers now.
     pub async fn readiness(&self) -> (u16, String) {
         http_get(self.http_addr, "/health/ready").await

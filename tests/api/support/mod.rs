@@ -1,11 +1,13 @@
 //! The test harness, by concern: [`app`] (a real service per test, on
 //! either backend), [`client`] (typed gRPC and HTTP helpers), [`database`]
 //! (SQL and Redis keys), [`chaos`] (a proxy that cuts or stalls a
-//! dependency), [`binary`] (the built binary as operators run it), and
-//! servers of a test's own: [`postgres`], [`pgbouncer`], [`redis`].
+//! dependency), [`binary`] (the built binary as operators run it),
+//! [`certs`] (a CA and certificates of the test's own), and servers of a
+//! test's own: [`postgres`], [`pgbouncer`], [`redis`].
 
 pub mod app;
 pub mod binary;
+pub mod certs;
 pub mod chaos;
 pub mod client;
 pub mod database;

@@ -25,10 +25,22 @@ pub struct PrivatePostgres {
     dir: std::path::PathBuf,
     bin: std::path::PathBuf,
     pub port: u16,
+    /// More `postgres -c` settings (TLS).
+    options: String,
 }
 
 impl PrivatePostgres {
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// A server that offers TLS with `pair` as its certificate (plaintext
+    /// too: the client's sslmode chooses).
+    pub fn tls(pair: &crate::support::certs::Pair) -> Self {
+        Self::start_with(Some(pair))
+    }
+
+    fn start_with(tls: Option<&crate::support::certs::Pair>) -> Self {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .expect("Debian's postgresql package (/usr/lib/postgresql)")
             .filter_map(Result::ok)
@@ -44,7 +56,23 @@ impl PrivatePostgres {
             &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"],
         );
         assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
-        let mut server = Self { dir, bin, port: 0 };
+        let mut options = String::new();
+        if let Some(pair) = tls {
+            // Owned by postgres, the key private: the server insists.
+            let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+            std::fs::copy(&pair.cert, &cert).expect("server.crt");
+            std::fs::copy(&pair.key, &key).expect("server.key");
+            let _ = std::process::Command::new("chown")
+                .args(["postgres:", &path(&cert), &path(&key)])
+                .status();
+            let _ = std::process::Command::new("chmod").args(["600", &path(&key)]).status();
+            options = format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                path(&cert),
+                path(&key)
+            );
+        }
+        let mut server = Self { dir, bin, port: 0, options };
         server.port = with_free_port(|port| server.start_on(port).map(|()| port));
         server
     }
@@ -60,7 +88,11 @@ impl PrivatePostgres {
 
     /// Starts on `port`; `Err` when the port was taken.
     fn start_on(&self, port: u16) -> Result<(), String> {
-        let options = format!("-p {port} -c listen_addresses=127.0.0.1 -k {}", path(&self.dir));
+        let options = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -k {}{}",
+            path(&self.dir),
+            self.options
+        );
         let out = run_as_postgres(
             &path(&self.bin.join("pg_ctl")),
             &[
@@ -107,7 +139,7 @@ impl PrivatePostgres {
             ],
         );
         assert!(out.status.success(), "pg_basebackup: {}", String::from_utf8_lossy(&out.stderr));
-        let mut replica = Self { dir, bin: self.bin.clone(), port: 0 };
+        let mut replica = Self { dir, bin: self.bin.clone(), port: 0, options: String::new() };
         replica.port = with_free_port(|port| replica.start_on(port).map(|()| port));
         replica
     }

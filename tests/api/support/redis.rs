@@ -29,6 +29,36 @@ impl RedisProcess {
     /// port accepts connections. `config` is written to `redis.conf` there
     /// first, when given (sentinels rewrite their configuration file).
     fn start(name: &str, config: Option<String>, args: &[&str]) -> Self {
+        Self::start_listening(name, config, args, false)
+    }
+
+    /// A single server that speaks only TLS, with `pair` as its certificate
+    /// (`ca_file` would verify client certificates; none are asked for).
+    pub fn tls(pair: &crate::support::certs::Pair, ca_file: &std::path::Path) -> Self {
+        let (cert, key, ca) =
+            (pair.cert.to_string_lossy(), pair.key.to_string_lossy(), ca_file.to_string_lossy());
+        Self::start_listening(
+            "redis-tls",
+            None,
+            &[
+                "--tls-cert-file",
+                &cert,
+                "--tls-key-file",
+                &key,
+                "--tls-ca-cert-file",
+                &ca,
+                "--tls-auth-clients",
+                "no",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            true,
+        )
+    }
+
+    fn start_listening(name: &str, config: Option<String>, args: &[&str], tls: bool) -> Self {
         let dir =
             std::env::temp_dir().join(format!("auth-{name}-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("redis dir");
@@ -40,11 +70,14 @@ impl RedisProcess {
                     .expect("redis.conf");
                 command_line.push(file.into());
             }
-            command_line.extend(
-                ["--port", &port.to_string(), "--bind", "127.0.0.1", "--dir"].map(OsString::from),
-            );
+            let port = port.to_string();
+            let listen: &[&str] =
+                if tls { &["--port", "0", "--tls-port", &port] } else { &["--port", &port] };
+            command_line.extend(listen.iter().map(OsString::from));
+            command_line.extend(["--bind", "127.0.0.1", "--dir"].map(OsString::from));
             command_line.push(dir.clone().into());
             command_line.extend(args.iter().map(OsString::from));
+            let port: u16 = port.parse().expect("port");
             let child = spawn(&command_line, port)?;
             Ok(Self { port, dir: dir.clone(), args: command_line, child: Some(child) })
         })

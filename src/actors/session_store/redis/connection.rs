@@ -24,15 +24,14 @@ use std::{
 };
 
 use bb8_redis::{
-    RedisConnectionManager,
-    bb8::{self, ManageConnection, Pool},
+    bb8::{self, Pool},
     redis::{
-        self, AsyncConnectionConfig, Cmd, IntoConnectionInfo as _, Pipeline, RedisError,
-        RedisFuture, Value,
+        self, AsyncConnectionConfig, Client, Cmd, IntoConnectionInfo as _, Pipeline, RedisError,
+        RedisFuture, TlsCertificates, TlsMode, Value,
         aio::{ConnectionLike, MultiplexedConnection},
         cluster::{ClusterClient, ClusterClientBuilder},
         cluster_async::ClusterConnection,
-        sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType},
+        sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType},
     },
 };
 use tokio::sync::Mutex;
@@ -85,9 +84,10 @@ impl ConnectionLike for RedisConn {
     }
 }
 
-/// Opens connections for the pool in the configured mode.
+/// Opens connections for the pool in the configured mode; over TLS for
+/// `rediss://` URLs, against `redis.ca_file` or the system's roots.
 pub enum RedisConnector {
-    Standalone(RedisConnectionManager),
+    Standalone(Client),
     /// Discovery asks the sentinels one at a time, hence the lock; it runs
     /// only when the pool opens a connection.
     Sentinel(Mutex<SentinelClient>),
@@ -98,23 +98,53 @@ impl RedisConnector {
     /// Builds the connector without connecting (the service starts while
     /// Redis is down). URLs were checked when the settings loaded.
     pub fn new(settings: &RedisSettings) -> Result<Self, RedisError> {
+        // The CA bundle, when one is named (else the system's roots).
+        let ca = match settings.ca_file.as_str() {
+            "" => None,
+            file => Some(std::fs::read(file)?),
+        };
+        let certificates = || TlsCertificates { client_tls: None, root_cert: ca.clone() };
+        let tls = |url: &str| url.starts_with("rediss://");
         Ok(match settings.mode {
-            RedisMode::Standalone => {
-                Self::Standalone(RedisConnectionManager::new(settings.url.expose())?)
-            }
+            RedisMode::Standalone => Self::Standalone(if tls(settings.url.expose()) {
+                Client::build_with_tls(settings.url.expose(), certificates())?
+            } else {
+                Client::open(settings.url.expose())?
+            }),
             RedisMode::Sentinel => {
                 let master = settings.url.expose().into_connection_info()?;
-                let master = SentinelNodeConnectionInfo::default()
-                    .set_redis_connection_info(master.redis_settings().clone());
-                Self::Sentinel(Mutex::new(SentinelClient::build(
-                    settings.seed_urls(),
-                    settings.sentinel_master.clone(),
-                    Some(master),
+                let master = master.redis_settings();
+                let sentinels = settings
+                    .seed_urls()
+                    .into_iter()
+                    .map(|url| Ok(url.into_connection_info()?.addr().clone()))
+                    .collect::<Result<Vec<_>, RedisError>>()?;
+                let mut builder = SentinelClientBuilder::new(
+                    sentinels,
+                    &settings.sentinel_master,
                     SentinelServerType::Master,
-                )?))
+                )?
+                .set_client_to_redis_db(master.db());
+                if ca.is_some() && settings.seed_urls().into_iter().all(tls) {
+                    builder = builder.set_client_to_sentinel_certificates(certificates());
+                }
+                if let Some(username) = master.username() {
+                    builder = builder.set_client_to_redis_username(username);
+                }
+                if let Some(password) = master.password() {
+                    builder = builder.set_client_to_redis_password(password);
+                }
+                if tls(settings.url.expose()) {
+                    builder = builder
+                        .set_client_to_redis_tls_mode(TlsMode::Secure)
+                        .set_client_to_redis_certificates(certificates());
+                }
+                Self::Sentinel(Mutex::new(builder.build()?))
             }
-            RedisMode::Cluster => Self::Cluster(
-                ClusterClientBuilder::new(settings.seed_urls())
+            RedisMode::Cluster => Self::Cluster({
+                let builder = ClusterClientBuilder::new(settings.seed_urls());
+                let builder = if ca.is_some() { builder.certs(certificates()) } else { builder };
+                builder
                     .connection_timeout(settings.connect_timeout())
                     .response_timeout(RESPONSE_TIMEOUT)
                     // A command whose node is gone fails within about the
@@ -125,14 +155,21 @@ impl RedisConnector {
                     .retries(2)
                     .min_retry_wait(10)
                     .max_retry_wait(100)
-                    .build()?,
-            ),
+                    .build()?
+            }),
         })
     }
 
     pub async fn connect(&self) -> Result<RedisConn, RedisError> {
         match self {
-            Self::Standalone(manager) => manager.connect().await.map(RedisConn::Single),
+            Self::Standalone(client) => {
+                let config =
+                    AsyncConnectionConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
+                client
+                    .get_multiplexed_async_connection_with_config(&config)
+                    .await
+                    .map(RedisConn::Single)
+            }
             Self::Sentinel(client) => {
                 let config =
                     AsyncConnectionConfig::new().set_response_timeout(Some(RESPONSE_TIMEOUT));
