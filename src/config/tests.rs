@@ -298,3 +298,72 @@ fn secret_urls_are_redacted() {
     let url = SecretUrl::new("postgres://u:hunter2@db/x");
     assert_eq!(format!("{url:?}"), "postgres://<redacted>");
 }
+
+#[test]
+fn tls_settings_are_checked_together() {
+    let err = |vars: &[(&str, &str)], key: &str| {
+        let e = load(vars).expect_err(key).to_string();
+        assert!(e.contains(key), "{key} in {e}");
+    };
+    err(&[("AUTH__GRPC__TLS__CERT_FILE", "/x.crt")], "grpc.tls.key_file");
+    err(&[("AUTH__GRPC__TLS__KEY_FILE", "/x.key")], "grpc.tls.cert_file");
+    err(&[("AUTH__GRPC__TLS__CLIENT_AUTH", "required")], "grpc.tls.client_auth");
+    err(
+        &[
+            ("AUTH__GRPC__TLS__CERT_FILE", "/x.crt"),
+            ("AUTH__GRPC__TLS__KEY_FILE", "/x.key"),
+            ("AUTH__GRPC__TLS__CLIENT_AUTH", "optional"),
+        ],
+        "grpc.tls.client_ca_file",
+    );
+    err(&[("AUTH__GRPC__TLS__RELOAD_INTERVAL_SECS", "60")], "grpc.tls.reload_interval_secs");
+    err(&[("AUTH__GRPC__TLS__CLIENT_AUTH", "sometimes")], "client_auth");
+    // The files themselves are read at load: a missing one names its setting.
+    err(
+        &[
+            ("AUTH__GRPC__TLS__CERT_FILE", "/nonexistent.crt"),
+            ("AUTH__GRPC__TLS__KEY_FILE", "/nonexistent.key"),
+        ],
+        "grpc.tls.cert_file",
+    );
+}
+
+#[test]
+fn postgres_sslmodes_are_libpqs_and_the_driver_gets_what_it_knows() {
+    let err = load(&[("AUTH__POSTGRES__URL", "postgres://h/db?sslmode=allow")]).expect_err("allow");
+    assert!(err.to_string().contains("postgres.url") && err.to_string().contains("allow"), "{err}");
+    for (url, mode, driver) in [
+        ("postgres://h/db", SslMode::Disable, "postgres://h/db?sslmode=disable"),
+        ("postgres://h/db?sslmode=prefer", SslMode::Prefer, "postgres://h/db?sslmode=prefer"),
+        (
+            "postgres://h/db?a=1&sslmode=verify-full",
+            SslMode::VerifyFull,
+            "postgres://h/db?a=1&sslmode=require",
+        ),
+        (
+            "postgres://h/db?sslmode=verify-ca&b=2",
+            SslMode::VerifyCa,
+            "postgres://h/db?b=2&sslmode=require",
+        ),
+    ] {
+        assert_eq!(SslMode::of(url), Ok(mode), "{url}");
+        assert_eq!(mode.driver_url(url), driver, "{url}");
+    }
+}
+
+#[test]
+fn public_lookups_pass_in_production_with_a_peer_allowlist() {
+    let production = [
+        ("AUTH__POSTGRES__URL", "postgres://auth:s3cret@10.0.0.5:5432/auth_db"),
+        ("AUTH__REDIS__URL", "redis://:s3cret@127.0.0.1:6379/0"),
+        ("AUTH__LOOKUP__PUBLIC", "true"),
+    ];
+    let err = Settings::load(&inputs(Some("production"), &production)).expect_err("no allowlist");
+    assert!(err.to_string().contains("lookup.public"), "{err}");
+    let allowed =
+        [production.as_slice(), &[("AUTH__LOOKUP__ALLOWED_PEERS", "spiffe://a/b,spiffe://c/d")]]
+            .concat();
+    let loaded = Settings::load(&inputs(Some("production"), &allowed)).expect("allowlist");
+    assert_eq!(loaded.settings.lookup.allowed_peers, ["spiffe://a/b", "spiffe://c/d"]);
+    assert!(loaded.warnings.iter().any(|w| w.contains("plaintext")), "{:?}", loaded.warnings);
+}

@@ -8,8 +8,11 @@
 //! - writes one INFO line with method, code and duration.
 
 use std::{
+    cell::RefCell,
+    collections::VecDeque,
     pin::Pin,
     str::FromStr as _,
+    sync::{Arc, Weak},
     task::{Context, Poll, ready},
     time::{Duration, Instant},
 };
@@ -17,14 +20,22 @@ use std::{
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame};
 use opentelemetry::propagation::Extractor;
-use tonic::{Code, Status, body::Body};
+use rustls::pki_types::CertificateDer;
+use tonic::{
+    Code, Status,
+    body::Body,
+    transport::server::{TcpConnectInfo, TlsConnectInfo},
+};
 use tower::{Layer, Service};
 use tracing::{Span, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::telemetry::{
-    metrics::Metrics,
-    spans::{SAMPLED, Sampler, UNSAMPLED},
+use crate::{
+    domain::PeerIdentity,
+    telemetry::{
+        metrics::Metrics,
+        spans::{SAMPLED, Sampler, UNSAMPLED},
+    },
 };
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -77,13 +88,19 @@ where
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
         // Take the service that was polled ready; leave a fresh clone behind.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
 
         let rpc = RpcName::parse(request.uri().path());
         let span = root_span(rpc, self.sampler, request.headers());
+        // The caller's identity, for the span, the log line and the use
+        // cases (the adapter reads it from the request's extensions).
+        if let Some(peer) = peer_identity(&request) {
+            span.record("peer", tracing::field::display(&peer));
+            request.extensions_mut().insert(peer);
+        }
 
         let recorder = Recorder::start(self.metrics.clone(), rpc, span.clone());
         let deadline = grpc_timeout(request.headers());
@@ -161,6 +178,34 @@ fn root_span(rpc: RpcName, sampler: Sampler, headers: &http::HeaderMap) -> Span 
         }
         span
     }
+}
+
+/// The identity a connection's verified client certificate names: parsed
+/// once per connection (the worker's recent connections are remembered;
+/// the held `Weak` keeps a certificate list's address from being reused by
+/// another connection while it is remembered).
+fn peer_identity(request: &http::Request<Body>) -> Option<PeerIdentity> {
+    type Chain = Vec<CertificateDer<'static>>;
+    const REMEMBERED: usize = 64;
+    thread_local! {
+        static RECENT: RefCell<VecDeque<(Weak<Chain>, Option<PeerIdentity>)>> =
+            const { RefCell::new(VecDeque::new()) };
+    }
+    let certs = request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>()?.peer_certs()?;
+    RECENT.with(|recent| {
+        let mut recent = recent.borrow_mut();
+        if let Some((_, peer)) =
+            recent.iter().find(|(chain, _)| std::ptr::eq(chain.as_ptr(), Arc::as_ptr(&certs)))
+        {
+            return peer.clone();
+        }
+        let peer = crate::tls::peer_identity(&certs);
+        if recent.len() == REMEMBERED {
+            recent.pop_front();
+        }
+        recent.push_back((Arc::downgrade(&certs), peer.clone()));
+        peer
+    })
 }
 
 /// A cheap uniformly random `u64` for sampling decisions (xorshift, one

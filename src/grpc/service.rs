@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     actors::session_store::SessionOrigin,
-    domain::{Email, Password, Registration, SessionId, User, UserId},
+    domain::{Email, Password, PeerIdentity, Registration, SessionId, User, UserId},
     error::AuthError,
     net::{self, Cidr},
     service::{AuthService, Caller},
@@ -71,12 +71,9 @@ pub(super) fn required_session<T>(request: &Request<T>) -> Result<SessionId, Sta
 }
 
 /// Who calls: the session named, if any, and the identity of the verified
-/// client certificate, if any (recorded on the RPC's span).
+/// client certificate, if any (the RPC layer put it in the extensions).
 pub(super) fn caller<T>(request: &Request<T>) -> Caller {
-    let peer = request.peer_certs().and_then(|certs| crate::tls::peer_identity(&certs));
-    if let Some(peer) = &peer {
-        tracing::Span::current().record("peer", tracing::field::display(peer));
-    }
+    let peer = request.extensions().get::<PeerIdentity>().cloned();
     Caller { session: session_id(request), peer, operator: false }
 }
 
