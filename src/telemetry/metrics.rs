@@ -16,6 +16,20 @@ use prometheus::{
 const LATENCY_BUCKETS: &[f64] =
     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
+/// The `result` label values of `auth_tls_handshakes_total`.
+pub const TLS_HANDSHAKE_RESULTS: &[&str] = &[
+    "ok",
+    "no_certificate",
+    "expired",
+    "unknown_ca",
+    "wrong_purpose",
+    "bad_certificate",
+    "incompatible",
+    "protocol",
+    "timeout",
+    "io",
+];
+
 #[derive(Clone)]
 pub struct Metrics {
     pub registry: Registry,
@@ -230,6 +244,11 @@ impl Metrics {
             registry,
         };
         metrics.register_all()?;
+        // Every result from the start, so dashboards and alerts see zeros
+        // rather than no series.
+        for result in TLS_HANDSHAKE_RESULTS {
+            metrics.tls_handshakes.with_label_values(&[result]);
+        }
         Ok(metrics)
     }
 

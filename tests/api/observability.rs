@@ -166,6 +166,7 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
         "increase",
         "histogram_quantile",
         "max",
+        "time",
         "min",
         "avg",
         "count",
