@@ -25,6 +25,8 @@
 //!   saturates the password hasher.
 //! - `--server-pid`: also reports the server's CPU per call and its RSS.
 //! - `--json`: one JSON object per measured point, for scripts.
+//! - `--print-session`: register and log in one account, print its session
+//!   id (for h2load, which cannot log in).
 //!
 //! Run it against `examples/echo_server.rs` for its own ceiling.
 
@@ -132,6 +134,10 @@ struct Args {
     /// replicas, comma-separated; summed) per point.
     #[arg(long, value_delimiter = ',')]
     server_pid: Vec<u32>,
+    /// Register and log in one account, print its session id and exit
+    /// (for load generators that cannot log in, as h2load).
+    #[arg(long)]
+    print_session: bool,
     /// Print one JSON object per point instead of a table.
     #[arg(long)]
     json: bool,
@@ -706,6 +712,11 @@ async fn run(args: Args) {
     let addrs = addrs.as_slice();
 
     // Replicas share their storage: accounts made through one serve all.
+    if args.print_session {
+        let accounts = setup(targets[0], 1).await;
+        println!("{}", accounts[0].session.to_str().unwrap_or_default());
+        return;
+    }
     let accounts = setup(targets[0], args.users.max(1)).await;
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let plan = |rpc| {

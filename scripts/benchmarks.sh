@@ -4,7 +4,7 @@
 #   scripts/benchmarks.sh            # all sections
 #   scripts/benchmarks.sh sweep      # one section: ceiling sweep hashing
 #                                    #   isolation tracing memory storage
-#                                    #   replicas login-timing micro
+#                                    #   replicas login-timing micro tls
 #   BASELINE=/path/to/auth-service [BASELINE_DIR=its/checkout] \
 #     scripts/benchmarks.sh versus   # the sweep of another build and this
 #                                    #   one, back to back (not in "all");
@@ -19,12 +19,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-sections=${*:-ceiling sweep hashing isolation tracing memory storage replicas login-timing micro}
+sections=${*:-ceiling sweep hashing isolation tracing memory storage replicas login-timing micro tls}
 out="target/benchmarks-$(date -u +%Y%m%dT%H%M%SZ).txt"
 mkdir -p target
 exec > >(tee "$out") 2>&1
 
-cargo build --quiet --release --bin auth-service --example loadgen --example echo_server
+cargo build --quiet --release --bin auth-service --example loadgen --example echo_server --example dev_certs
 loadgen=target/release/examples/loadgen
 pid=""
 service=target/release/auth-service
@@ -62,6 +62,44 @@ start() {
 
 section() { printf '\n## %s\n' "$*"; }
 
+# handled METHOD: the answers to it so far by gRPC code, as JSON, from the
+# service's own grpc_server_handled_total (h2load reads no gRPC trailers).
+handled() {
+  python3 - "$1" <<'PY'
+import json, re, sys, urllib.request
+text = urllib.request.urlopen("http://127.0.0.1:7070/metrics", timeout=5).read().decode()
+codes = {}
+for line in text.splitlines():
+    if line.startswith("grpc_server_handled_total{") and f'grpc_method="{sys.argv[1]}"' in line:
+        code = re.search(r'grpc_code="([^"]+)"', line)[1]
+        codes[code] = codes.get(code, 0) + int(float(line.rsplit(" ", 1)[1]))
+print(json.dumps(codes))
+PY
+}
+
+# h2 URL LABEL ARGS...: one h2load run of GetMe with $session, and the
+# service's count of what it answered.
+h2() {
+  local url=$1 label=$2 before after
+  shift 2
+  before=$(handled GetMe)
+  h2load "$@" -d target/bench-getme.bin -H 'content-type: application/grpc' -H 'te: trailers' \
+    -H "session_id: $session" "$url/userService.UserService/GetMe" >target/bench-h2load.txt 2>&1
+  after=$(handled GetMe)
+  python3 - "$label" "$before" "$after" <<'PY'
+import json, re, sys
+text = open("target/bench-h2load.txt").read()
+label, before, after = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
+codes = {c: n - before.get(c, 0) for c, n in after.items() if n - before.get(c, 0)}
+rate = re.search(r"finished in ([\d.]+)(m?s), ([\d.]+) req/s", text)
+# h2load resets the calls still in flight when its time is up: the
+# service counts those Canceled.
+others = {c: n for c, n in codes.items() if c not in ("OK", "Canceled")}
+print(f"{label:<30} {float(rate[3]):>8.0f} req/s   answered {codes}"
+      + (f"   NOT OK: {others}" if others else ""))
+PY
+}
+
 echo "# auth-service benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "# $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB"
 echo "# $(rustc --version), commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
@@ -89,6 +127,30 @@ for s in $sections; do
       done
     done
     service=target/release/auth-service
+    ;;
+  tls)
+    section "TLS on the gRPC port: GetMe at 16 x 16, plaintext then TLS (h2load, one thread, 5 s after 1 s; 3 runs each), and new TLS connections per second"
+    if ! command -v h2load >/dev/null; then
+      echo "needs h2load (Debian's nghttp2-client)"
+    else
+      certs=target/bench-tls
+      target/release/examples/dev_certs --out "$certs" --dns 127.0.0.1 --dns localhost >/dev/null
+      printf '\0\0\0\0\0' >target/bench-getme.bin
+      start
+      # The session lives in Redis: the TLS run below uses it too.
+      session=$($loadgen --print-session)
+      for run in 1 2 3; do
+        h2 http://127.0.0.1:5000 "plaintext, run $run" -c 16 -m 16 -D 5 --warm-up-time=1
+      done
+      service_tls=(AUTH__GRPC__TLS__CERT_FILE=$certs/tls.crt AUTH__GRPC__TLS__KEY_FILE=$certs/tls.key
+        AUTH__GRPC__TLS__CLIENT_CA_FILE=$certs/ca.crt AUTH__GRPC__TLS__CLIENT_AUTH=optional)
+      start "${service_tls[@]}"
+      for run in 1 2 3; do
+        h2 https://127.0.0.1:5000 "TLS, run $run" -c 16 -m 16 -D 5 --warm-up-time=1
+      done
+      # 2 000 connections, one call each: handshake-bound.
+      h2 https://127.0.0.1:5000 "TLS handshakes (1 call each)" -c 2000 -n 2000 -m 1
+    fi
     ;;
   sweep)
     for rpc in get-me find-by-id find-by-email; do
