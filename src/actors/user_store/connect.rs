@@ -121,8 +121,11 @@ fn client_config(mode: SslMode, ca_file: &str) -> Result<ClientConfig, MaterialE
             let webpki = WebPkiServerVerifier::builder_with_provider(roots, tls::provider())
                 .build()
                 .map_err(|e| MaterialError { path: ca_file.into(), reason: e.to_string() })?;
-            let verifier: Arc<dyn ServerCertVerifier> =
-                if mode == SslMode::VerifyCa { Arc::new(ChainOnly(webpki)) } else { webpki };
+            let verifier: Arc<dyn ServerCertVerifier> = if mode == SslMode::VerifyCa {
+                Arc::new(Libpq { chain: Some(webpki) })
+            } else {
+                webpki
+            };
             builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth()
         }
     };
@@ -135,67 +138,21 @@ fn unverified_config() -> ClientConfig {
         .with_protocol_versions(tls::PROTOCOL_VERSIONS)
         .unwrap_or_else(|e| unreachable!("ring supports TLS 1.2 and 1.3: {e}"))
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Unverified))
+        .with_custom_certificate_verifier(Arc::new(Libpq { chain: None }))
         .with_no_client_auth()
 }
 
-/// `prefer` and `require`: the channel is encrypted (the handshake's
-/// signatures still check), the certificate is not (libpq's meaning; use
-/// `verify-full` against a server on another network).
+/// The certificate checks libpq's modes ask for that rustls's own verifier
+/// does not do: none at all (`prefer`, `require`: the channel is encrypted
+/// and the handshake's signatures still check), or the chain but not the
+/// name (`verify-ca`). `verify-full` uses rustls's verifier as it is.
 #[derive(Debug)]
-struct Unverified;
-
-impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &tls::provider().signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &tls::provider().signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        tls::provider().signature_verification_algorithms.supported_schemes()
-    }
+struct Libpq {
+    /// The chain's verifier for `verify-ca`; none: nothing is checked.
+    chain: Option<Arc<WebPkiServerVerifier>>,
 }
 
-/// `verify-ca`: the chain must lead to a trusted CA; the name in the
-/// certificate need not be the host's.
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Libpq {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -205,7 +162,8 @@ impl ServerCertVerifier for ChainOnly {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         use rustls::{CertificateError, Error};
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+        let Some(chain) = &self.chain else { return Ok(ServerCertVerified::assertion()) };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -219,7 +177,8 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        let algorithms = tls::provider().signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &algorithms)
     }
 
     fn verify_tls13_signature(
@@ -228,10 +187,11 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        let algorithms = tls::provider().signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        tls::provider().signature_verification_algorithms.supported_schemes()
     }
 }
