@@ -97,12 +97,14 @@ where
         let span = root_span(rpc, self.sampler, request.headers());
         // The caller's identity, for the span, the log line and the use
         // cases (the adapter reads it from the request's extensions).
-        if let Some(peer) = peer_identity(&request) {
-            span.record("peer", tracing::field::display(&peer));
+        let peer = peer_identity(&request).map(|peer| {
+            let name = peer.to_string();
+            span.record("peer", name.as_str());
             request.extensions_mut().insert(peer);
-        }
+            name
+        });
 
-        let recorder = Recorder::start(self.metrics.clone(), rpc, span.clone());
+        let recorder = Recorder::start(self.metrics.clone(), rpc, span.clone(), peer);
         let deadline = grpc_timeout(request.headers());
 
         Box::pin(tracing::Instrument::instrument(
@@ -351,18 +353,20 @@ struct Recorder {
     metrics: Metrics,
     rpc: RpcName,
     span: Span,
+    /// The calling peer's identity, for the request's log line.
+    peer: Option<String>,
     started: Instant,
     finished: bool,
 }
 
 impl Recorder {
-    fn start(metrics: Metrics, rpc: RpcName, span: Span) -> Self {
+    fn start(metrics: Metrics, rpc: RpcName, span: Span, peer: Option<String>) -> Self {
         let labels = [rpc.kind, rpc.service, rpc.method];
         metrics.grpc_started.with_label_values(&labels).inc();
         if rpc.kind == "unary" || rpc.kind == "server_stream" {
             metrics.grpc_msg_received.with_label_values(&labels).inc();
         }
-        Self { metrics, rpc, span, started: Instant::now(), finished: false }
+        Self { metrics, rpc, span, peer, started: Instant::now(), finished: false }
     }
 
     /// For responses whose status is already in the headers (errors).
@@ -409,6 +413,7 @@ impl Recorder {
                 method = self.rpc.full_name,
                 code = go_code_name(code),
                 duration_ms = elapsed.as_secs_f64() * 1000.0,
+                peer = self.peer.as_deref(),
                 "rpc"
             );
         });

@@ -442,3 +442,47 @@ async fn redis_over_tls_serves_sessions() {
 }
 
 backend_tests!(tls_serves_the_api_and_peers_are_known_by_their_certificates);
+
+/// Over TLS the port's limits hold as in plaintext, and the request log
+/// line names the calling peer.
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_hold_over_tls_and_the_log_line_names_the_peer() {
+    let pki = Pki::new("binary");
+    let server = pki.server(&["localhost", "127.0.0.1"]);
+    let service = BinaryService::start(
+        Backend::Embedded,
+        &[
+            ("AUTH__GRPC__TLS__CERT_FILE", path(&server.cert)),
+            ("AUTH__GRPC__TLS__KEY_FILE", path(&server.key)),
+            ("AUTH__GRPC__TLS__CLIENT_CA_FILE", path(&pki.ca_file)),
+            ("AUTH__GRPC__TLS__CLIENT_AUTH", "optional".into()),
+        ],
+    )
+    .await;
+    let peer = pki.client(&ClientSpec { uri: Some(OTHER), ..ClientSpec::default() });
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(&pki.ca_file).expect("ca")))
+        .identity(Identity::from_pem(peer.cert_pem(), peer.key_pem()))
+        .domain_name("localhost");
+    let channel = Endpoint::from_shared(format!("https://{}", service.grpc_addr))
+        .expect("uri")
+        .tls_config(tls)
+        .expect("tls")
+        .connect()
+        .await
+        .expect("connects");
+    let mut client = Client::new(channel);
+    let mut oversized = crate::support::registration(&unique_email(), PASSWORD);
+    oversized.avatar = "x".repeat(100 * 1024);
+    let status = client.register(oversized).await.expect_err("over the limit");
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    // The same connection still serves.
+    login_fresh(&mut client).await;
+
+    let (_, logs) = service.terminate().await;
+    let named = logs
+        .iter()
+        .filter(|l| l.contains(r#""message":"rpc""#) && l.contains(&format!(r#""peer":"{OTHER}""#)))
+        .count();
+    assert!(named >= 3, "every request line names the peer: {logs:?}");
+}
