@@ -1,7 +1,7 @@
 //! Configuration: typed settings ([`settings`]), layered with the `config`
 //! crate ([`layers`] for the order and each value's origin), what the
 //! production layer refuses ([`safety`]), and `auth-service config`
-//! ([`report`]).
+//! ([`report`]); the TLS settings and `sslmode` in `tls`.
 //!
 //! Unknown keys are rejected and every error names the offending key, so a
 //! typo fails the start instead of silently keeping a default.
@@ -10,6 +10,7 @@ mod layers;
 mod report;
 mod safety;
 mod settings;
+mod tls;
 
 use std::path::PathBuf;
 
@@ -20,6 +21,7 @@ pub use self::{
     report::{redact_urls, render},
     safety::{REFUSABLE, Refusal},
     settings::*,
+    tls::{ClientAuth, GrpcTlsSettings, SslMode},
 };
 
 #[derive(Debug, thiserror::Error)]

@@ -1,12 +1,14 @@
 //! The gRPC adapter: `UserService` and `AdminService` over
 //! [`crate::service::AuthService`] ([`service`], `admin`), plus reflection
 //! and `grpc.health.v1` ([`health`]), served by [`server`] through the RPC
-//! layer ([`layers`]), over TLS when configured ([`tls`]). Translates only:
-//! protobuf in, use case, protobuf or a status ([`status`]) out.
+//! layer ([`layers`], which labels only the RPCs `rpcs` names), over TLS
+//! when configured ([`tls`]). Translates only: protobuf in, use case,
+//! protobuf or a status ([`status`]) out.
 
 mod admin;
 pub mod health;
 pub mod layers;
+mod rpcs;
 pub mod server;
 mod service;
 pub mod status;
